@@ -1,0 +1,75 @@
+"""Finite-difference gradient checking: the way to trust an op's hand-written backward."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .tensor import Tensor, no_grad
+
+
+class GradcheckError(AssertionError):
+    """Raised when analytic and numerical gradients disagree."""
+
+
+def _outputs(fn, inputs):
+    out = fn(*inputs)
+    return out if isinstance(out, (tuple, list)) else (out,)
+
+
+def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
+              seed: int = 0) -> bool:
+    """Check the gradients of `fn(*inputs)` against central differences, in float64.
+
+    Every input Tensor with requires_grad=True must be float64. The (possibly tuple) output
+    is reduced to a scalar with fixed random weights, L = sum_k <w_k, out_k>, so every
+    element of every output contributes. For each input element, the analytic dL/dx from
+    backward() must match (L(x + eps) - L(x - eps)) / (2 eps) within atol + rtol * |numeric|.
+    Returns True, or raises GradcheckError naming the input, the index and both values.
+    """
+    inputs = list(inputs)
+    checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
+    if not checked:
+        raise ValueError("gradcheck: no input has requires_grad=True")
+    for i in checked:
+        if inputs[i].dtype != np.float64:
+            raise TypeError(
+                f"gradcheck: input {i} must be float64 for finite differences, got {inputs[i].dtype}")
+    rng = np.random.default_rng(seed)
+    outs = _outputs(fn, inputs)
+    weights = [backend.to_device(rng.standard_normal(o.shape), o.device) for o in outs]
+
+    def scalar_loss():
+        with no_grad():
+            return sum(float((o.data * w).sum()) for o, w in zip(_outputs(fn, inputs), weights))
+
+    for i in checked:
+        inputs[i].grad = None
+    loss = None
+    for o, w in zip(outs, weights):
+        if o.requires_grad:
+            term = (o * Tensor(w)).sum()
+            loss = term if loss is None else loss + term
+    if loss is None:
+        raise GradcheckError("gradcheck: no output depends on an input that requires grad")
+    loss.backward()
+
+    for i in checked:
+        t = inputs[i]
+        analytic = t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
+        flat = t.data.reshape(-1)  # a view: perturb in place, restore after
+        for k in range(flat.size):
+            original = float(flat[k])
+            flat[k] = original + eps
+            plus = scalar_loss()
+            flat[k] = original - eps
+            minus = scalar_loss()
+            flat[k] = original
+            numeric = (plus - minus) / (2 * eps)
+            a = float(analytic.reshape(-1)[k])
+            if not abs(a - numeric) <= atol + rtol * abs(numeric):
+                index = np.unravel_index(k, t.shape) if t.shape else ()
+                raise GradcheckError(
+                    f"gradcheck: gradient mismatch for input {i} (shape {t.shape}) at index "
+                    f"{tuple(int(j) for j in index)}: analytic {a:.8g}, numeric {numeric:.8g}")
+    return True

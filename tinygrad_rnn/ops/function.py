@@ -1,0 +1,43 @@
+"""The base class of every op: forward and backward on raw arrays.
+
+An op knows nothing about Tensors or the graph. The engine (tensor.py) sets `self.xp` (numpy
+or cupy), calls `forward(*arrays)`, and later `backward(grad_output)` with the gradient of
+the op's output(s). `backward` returns one gradient per input (None where an input gets no
+gradient). Gradients may keep the broadcast shape of the forward: the engine sums them back
+to each input's shape in one place.
+"""
+
+from __future__ import annotations
+
+
+class Function:
+    """One differentiable operation. Subclasses define `forward` and `backward`.
+
+    Ops with several outputs (split, unbind) set `num_outputs` and receive a list with one
+    gradient per output (None for outputs that got no gradient).
+    """
+
+    num_outputs = 1
+    xp = None  # set per instance by the engine
+
+    def forward(self, *arrays):
+        raise NotImplementedError
+
+    def backward(self, grad_output):
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return type(self).__name__
+
+
+def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
+    """axis=None | int | tuple -> sorted tuple of non-negative axes, checked against ndim."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise IndexError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
+        out.append(a % ndim if ndim else 0)
+    return tuple(sorted(set(out)))

@@ -1,0 +1,35 @@
+"""Matrix products."""
+
+from __future__ import annotations
+
+from .function import Function
+
+
+class MatMul(Function):
+    """y = a @ b with NumPy's rules (1-D, 2-D and batched, leading dims broadcast).
+
+    da = dy @ b^T, db = a^T @ dy (over the last two axes); a 1-D operand is treated as a row
+    (a) or column (b) vector and the extra axis removed again. Broadcast batch axes are summed
+    by the engine.
+    """
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, dy):
+        xp = self.xp
+        a, b = self.a, self.b
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            dy = xp.expand_dims(dy, -2)
+        if b.ndim == 1:
+            dy = xp.expand_dims(dy, -1)
+        da = dy @ xp.swapaxes(b2, -1, -2)
+        db = xp.swapaxes(a2, -1, -2) @ dy
+        if a.ndim == 1:
+            da = da[..., 0, :]
+        if b.ndim == 1:
+            db = db[..., 0]
+        return da, db

@@ -1,0 +1,844 @@
+"""The Tensor and the engine that differentiates it.
+
+A Tensor holds an array (`data`), an optional gradient (`grad`) and, when it was computed
+from other tensors with gradients enabled, the op that created it (`_node`). Calling
+`backward()` walks those ops in reverse topological order, iteratively, asking each op for
+the gradients of its inputs. The engine knows nothing about any particular op: everything
+op-specific lives in `ops/`; the methods at the bottom of `Tensor` only pick the op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+
+import numpy as np
+
+from . import backend, ops
+from .ops.function import normalize_axes
+
+# --------------------------------------------------------------------------- global modes
+
+_grad_enabled = True
+_default_dtype = np.dtype(np.float32)
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class _GradMode(contextlib.ContextDecorator):
+    """Base of no_grad/enable_grad: a context manager that is also a decorator."""
+
+    mode = True
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous = _grad_enabled
+        _grad_enabled = self.mode
+        return self
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous
+        return False
+
+
+class no_grad(_GradMode):
+    """Inside `with no_grad():` (or a function decorated with `@no_grad()`) no graph is recorded."""
+
+    mode = False
+
+
+class enable_grad(_GradMode):
+    """Turn graph recording back on inside a `no_grad` region."""
+
+    mode = True
+
+
+def set_default_dtype(dtype) -> None:
+    """Set the floating dtype used for Python floats and random creation (float32 or float64)."""
+    global _default_dtype
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"set_default_dtype: dtype must be float32 or float64, got {dtype}")
+    _default_dtype = dtype
+
+
+def get_default_dtype() -> np.dtype:
+    return _default_dtype
+
+
+def _is_float(dtype) -> bool:
+    return np.dtype(dtype).kind == "f"
+
+
+def _dim(axis, dim):
+    """Reductions accept NumPy's `axis=` and PyTorch's `dim=`; never both."""
+    if dim is not None:
+        if axis is not None:
+            raise TypeError("pass either axis= or dim=, not both")
+        return dim
+    return axis
+
+
+# --------------------------------------------------------------------------- the Tensor
+
+
+class Tensor:
+    """An n-dimensional array that records the ops applied to it for reverse-mode autodiff.
+
+    Tensor(data, requires_grad=False, dtype=None, device=None). Python floats and lists of
+    floats become the default dtype (float32); NumPy/CuPy arrays keep their dtype.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_node", "_index", "__weakref__")
+    __array_priority__ = 1000  # so that ndarray + Tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None, device=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if device is None:
+            device = backend.device_of(data)
+        device = backend.normalize_device(device)
+        xp = backend.xp_for(device)
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+        elif not hasattr(data, "dtype"):  # Python scalars and lists
+            inferred = np.asarray(data).dtype
+            dtype = _default_dtype if inferred.kind == "f" else inferred
+        array = backend.to_device(data, device) if device == "cpu" else xp.asarray(data)
+        array = xp.asarray(array, dtype=dtype)
+        if requires_grad and not _is_float(array.dtype):
+            raise TypeError(
+                f"requires_grad=True needs a floating-point tensor, got dtype {array.dtype}")
+        self.data = array
+        self.grad: Tensor | None = None
+        self.requires_grad = bool(requires_grad)
+        self._node = None
+        self._index = 0
+
+    @classmethod
+    def _wrap(cls, array, requires_grad=False, node=None, index=0) -> Tensor:
+        """Fast constructor for arrays the engine produced itself (no checks, no copies)."""
+        t = object.__new__(cls)
+        t.data, t.grad, t.requires_grad, t._node, t._index = array, None, requires_grad, node, index
+        return t
+
+    # ----------------------------------------------------------------- properties
+
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    dtype = property(lambda self: self.data.dtype)
+
+    @property
+    def device(self) -> str:
+        return backend.device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def size(self, dim: int | None = None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def dim(self) -> int:
+        return self.ndim
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        body = np.array2string(backend.to_numpy(self.data), separator=", ", precision=4)
+        extra = f", device='{self.device}'" if self.device != "cpu" else ""
+        if self._node is not None:
+            extra += f", grad_fn=<{type(self._node).__name__}>"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}, dtype={self.dtype}{extra})"
+
+    # ----------------------------------------------------------------- conversions
+
+    def numpy(self) -> np.ndarray:
+        """The values as a NumPy array (copied from the GPU when needed). No graph."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item(): only one-element tensors can be converted, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def detach(self) -> Tensor:
+        """The same values, cut from the graph (shares memory)."""
+        return Tensor._wrap(self.data)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if requires_grad and not _is_float(self.dtype):
+            raise TypeError(
+                f"requires_grad=True needs a floating-point tensor, got dtype {self.dtype}")
+        if not self.is_leaf and not requires_grad:
+            raise RuntimeError("requires_grad_(False) is only allowed on leaf tensors; use detach()")
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self) -> Tensor:
+        """Ask backward() to also store the gradient of this non-leaf tensor in `.grad`."""
+        if self._node is not None:
+            retained = self._node.__dict__.setdefault("_retained", {})
+            retained[self._index] = weakref.ref(self)
+        return self
+
+    def to(self, device=None, dtype=None) -> Tensor:
+        """Move to a device and/or cast; differentiable (gradients flow back to the source)."""
+        out = self
+        if dtype is not None and np.dtype(dtype) != self.dtype:
+            out = _apply(_Cast, out, dtype=np.dtype(dtype))
+        if device is not None:
+            device = backend.normalize_device(device)
+            if device != out.device:
+                out = _apply(_ToDevice, out, device=device)
+        return out
+
+    def cpu(self) -> Tensor:
+        return self.to("cpu")
+
+    def cuda(self) -> Tensor:
+        return self.to("cuda")
+
+    def float(self) -> Tensor:
+        return self.to(dtype=np.float32)
+
+    def double(self) -> Tensor:
+        return self.to(dtype=np.float64)
+
+    def astype(self, dtype) -> Tensor:
+        return self.to(dtype=dtype)
+
+    # ----------------------------------------------------------------- autodiff
+
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) * grad into `.grad` of every leaf that requires grad.
+
+        `grad` defaults to 1 for a one-element tensor. With retain_graph=False (default) the
+        graph's saved arrays are freed on the way, so a second backward raises.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward(): this tensor does not require grad and has no grad_fn "
+                "(did you compute it under no_grad(), or from tensors without requires_grad=True?)")
+        xp = backend.get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward(): grad can be implicitly created only for one-element outputs, "
+                    f"got shape {self.shape}; pass grad= with that shape")
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise RuntimeError(
+                    f"backward(): grad must have the tensor's shape {self.shape}, got {grad.shape}")
+        _run_backward(self, grad, retain_graph)
+
+    # ----------------------------------------------------------------- arithmetic
+
+    def _operand(self, other) -> Tensor:
+        """Python scalars take this tensor's dtype (they never promote); arrays keep theirs."""
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, (bool, int, float)):
+            dtype = self.dtype if _is_float(self.dtype) or isinstance(other, (bool, int)) else _default_dtype
+            return Tensor._wrap(self._xp().asarray(other, dtype=dtype))
+        return Tensor(other, device=self.device)
+
+    def _xp(self):
+        return backend.get_array_module(self.data)
+
+    def __add__(self, other):
+        return _apply(ops.Add, self, self._operand(other))
+
+    def __radd__(self, other):
+        return _apply(ops.Add, self._operand(other), self)
+
+    def __sub__(self, other):
+        return _apply(ops.Sub, self, self._operand(other))
+
+    def __rsub__(self, other):
+        return _apply(ops.Sub, self._operand(other), self)
+
+    def __mul__(self, other):
+        return _apply(ops.Mul, self, self._operand(other))
+
+    def __rmul__(self, other):
+        return _apply(ops.Mul, self._operand(other), self)
+
+    def __truediv__(self, other):
+        return _apply(ops.Div, self, self._operand(other))
+
+    def __rtruediv__(self, other):
+        return _apply(ops.Div, self._operand(other), self)
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
+            return _apply(ops.PowScalar, self, exponent=exponent)
+        return _apply(ops.Pow, self, self._operand(exponent))
+
+    def __rpow__(self, base):
+        return _apply(ops.Pow, self._operand(base), self)
+
+    def __neg__(self):
+        return _apply(ops.Neg, self)
+
+    def __matmul__(self, other):
+        return matmul(self, self._operand(other))
+
+    def __rmatmul__(self, other):
+        return matmul(self._operand(other), self)
+
+    # comparisons give constant (non-differentiable) boolean tensors
+    def _compare(self, other, fn):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor._wrap(fn(self.data, other))
+
+    def __lt__(self, other):
+        return self._compare(other, lambda a, b: a < b)
+
+    def __le__(self, other):
+        return self._compare(other, lambda a, b: a <= b)
+
+    def __gt__(self, other):
+        return self._compare(other, lambda a, b: a > b)
+
+    def __ge__(self, other):
+        return self._compare(other, lambda a, b: a >= b)
+
+    def eq(self, other):
+        return self._compare(other, lambda a, b: a == b)
+
+    def ne(self, other):
+        return self._compare(other, lambda a, b: a != b)
+
+    __hash__ = object.__hash__  # tensors are used as dict keys by identity, as in PyTorch
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a tensor with shape {self.shape} is ambiguous")
+        return bool(self.data)
+
+    # ----------------------------------------------------------------- elementwise
+
+    def exp(self):
+        return _apply(ops.Exp, self)
+
+    def log(self):
+        return _apply(ops.Log, self)
+
+    def sqrt(self):
+        return _apply(ops.Sqrt, self)
+
+    def abs(self):
+        return _apply(ops.Abs, self)
+
+    def tanh(self):
+        return _apply(ops.Tanh, self)
+
+    def sigmoid(self):
+        return _apply(ops.Sigmoid, self)
+
+    def relu(self):
+        return _apply(ops.Relu, self)
+
+    def clip(self, min=None, max=None):  # noqa: A002 - PyTorch's argument names
+        if min is None and max is None:
+            raise ValueError("clip: at least one of min and max must be given")
+        return _apply(ops.Clip, self, low=min, high=max)
+
+    clamp = clip
+
+    def maximum(self, other):
+        return _apply(ops.Maximum, self, self._operand(other))
+
+    def minimum(self, other):
+        return _apply(ops.Minimum, self, self._operand(other))
+
+    def softmax(self, dim=-1):
+        return _apply(ops.Softmax, self, axis=dim)
+
+    def log_softmax(self, dim=-1):
+        return _apply(ops.LogSoftmax, self, axis=dim)
+
+    # ----------------------------------------------------------------- reductions
+
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return _apply(ops.Sum, self, axis=_dim(axis, dim), keepdims=keepdim or keepdims)
+
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return _apply(ops.Mean, self, axis=_dim(axis, dim), keepdims=keepdim or keepdims)
+
+    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Largest value over axes (values only, like torch.amax)."""
+        return _apply(ops.Max, self, axis=_dim(axis, dim), keepdims=keepdim or keepdims)
+
+    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """Smallest value over axes (values only, like torch.amin)."""
+        return _apply(ops.Min, self, axis=_dim(axis, dim), keepdims=keepdim or keepdims)
+
+    amax, amin = max, min
+
+    def var(self, axis=None, keepdims=False, *, dim=None, keepdim=None, correction=1,
+            unbiased=None):
+        """Variance; correction=1 (unbiased, PyTorch's default), 0 for the population variance."""
+        if unbiased is not None:
+            correction = 1 if unbiased else 0
+        return _apply(ops.Var, self, axis=_dim(axis, dim), keepdims=keepdim or keepdims,
+                      correction=correction)
+
+    def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return _apply(ops.LogSumExp, self, axis=_dim(axis, dim), keepdims=keepdim or keepdims)
+
+    def argmax(self, axis=None, *, dim=None):
+        return Tensor._wrap(self.data.argmax(axis=_dim(axis, dim)))
+
+    def argmin(self, axis=None, *, dim=None):
+        return Tensor._wrap(self.data.argmin(axis=_dim(axis, dim)))
+
+    # ----------------------------------------------------------------- shape
+
+    def reshape(self, *shape):
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return _apply(ops.Reshape, self, shape=shape)
+
+    view = reshape
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1):
+        shape = self.shape
+        start, end = start_dim % max(len(shape), 1), end_dim % max(len(shape), 1)
+        merged = int(np.prod(shape[start:end + 1]))
+        return self.reshape(shape[:start] + (merged,) + shape[end + 1:])
+
+    def permute(self, *dims):
+        dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        if sorted(d % self.ndim for d in dims) != list(range(self.ndim)):
+            raise ValueError(f"permute: dims must be a permutation of 0..{self.ndim - 1}, got {dims}")
+        return _apply(ops.Permute, self, axes=tuple(d % self.ndim for d in dims))
+
+    def transpose(self, dim0: int = -2, dim1: int = -1):
+        """Swap two dimensions (PyTorch's transpose)."""
+        axes = list(range(self.ndim))
+        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        return _apply(ops.Permute, self, axes=axes)
+
+    @property
+    def T(self):
+        if self.ndim != 2:
+            raise ValueError(f".T is for 2-D tensors, got {self.ndim}-D; use transpose() or permute()")
+        return _apply(ops.Permute, self, axes=(1, 0))
+
+    def squeeze(self, dim=None):
+        if dim is None:
+            shape = tuple(n for n in self.shape if n != 1)
+        else:
+            axes = normalize_axes(dim, self.ndim)
+            shape = tuple(n for i, n in enumerate(self.shape) if not (i in axes and n == 1))
+        return self.reshape(shape)
+
+    def unsqueeze(self, dim: int):
+        dim = dim % (self.ndim + 1)
+        return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
+
+    def broadcast_to(self, *shape):
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return _apply(ops.BroadcastTo, self, shape=shape)
+
+    def expand(self, *sizes):
+        """Broadcast to sizes; -1 keeps a dimension (PyTorch's expand)."""
+        sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
+        offset = len(sizes) - self.ndim
+        shape = tuple(self.shape[i - offset] if n == -1 else n for i, n in enumerate(sizes))
+        return self.broadcast_to(shape)
+
+    def __getitem__(self, index):
+        return _apply(ops.GetItem, self, index=_index_arrays(index, self._xp()))
+
+    def split(self, split_size_or_sections, dim: int = 0):
+        """Pieces of `split_size` along dim (last may be smaller), or of the given sizes."""
+        length = self.shape[dim]
+        if isinstance(split_size_or_sections, int):
+            size = split_size_or_sections
+            sizes = [min(size, length - start) for start in range(0, length, size)]
+        else:
+            sizes = list(split_size_or_sections)
+            if sum(sizes) != length:
+                raise ValueError(f"split: sizes {sizes} must add up to {length} along dim {dim}")
+        return _apply(ops.Split, self, sizes=sizes, axis=dim)
+
+    def chunk(self, chunks: int, dim: int = 0, *, axis=None):
+        dim = _dim(axis, dim) if axis is not None else dim
+        length = self.shape[dim]
+        size = -(-length // chunks)
+        return self.split(size, dim)
+
+    def unbind(self, dim: int = 0):
+        return _apply(ops.Unbind, self, axis=dim)
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def _check_devices(tensors, fn_cls) -> None:
+    device = tensors[0].device
+    for t in tensors[1:]:
+        if t.device != device:
+            raise RuntimeError(
+                f"{fn_cls.__name__}: expected all tensors on the same device, got "
+                f"'{device}' and '{t.device}'")
+
+
+def _apply(fn_cls, *inputs: Tensor, **params):
+    """Run an op forward on the inputs' arrays and, when grad is on, record it in the graph.
+
+    Returns a Tensor, or a tuple of Tensors for ops whose forward returns a tuple (split,
+    unbind). Also the public way to use ops defined outside this package (`apply_op`).
+    """
+    if len(inputs) > 1:
+        _check_devices(inputs, fn_cls)
+    fn = fn_cls(**params)
+    fn.xp = backend.get_array_module(inputs[0].data)
+    out = fn.forward(*[t.data for t in inputs])
+    record = _grad_enabled and any(t.requires_grad for t in inputs)
+    if record:
+        fn.inputs = inputs
+        fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
+    if isinstance(out, tuple):
+        fn.num_outputs = len(out)
+        if record:
+            return tuple(Tensor._wrap(o, True, fn, i) for i, o in enumerate(out))
+        return tuple(Tensor._wrap(o) for o in out)
+    return Tensor._wrap(out, True, fn, 0) if record else Tensor._wrap(out)
+
+
+apply_op = _apply
+
+
+def _topological_order(root_node) -> list:
+    """Nodes reachable from root_node, each after every node that consumes its outputs.
+
+    Iterative depth-first search (no recursion limit): post-order, then reversed.
+    """
+    order, visited = [], {id(root_node)}
+    stack = [(root_node, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        stack.append((node, True))
+        for t in node.__dict__.get("inputs") or ():
+            child = t._node
+            if child is not None and id(child) not in visited:
+                visited.add(id(child))
+                stack.append((child, False))
+    order.reverse()
+    return order
+
+
+def _unbroadcast(grad, shape):
+    """Sum a gradient computed in a broadcast shape back to the input's shape.
+
+    This is the one place where broadcasting is undone: ops return gradients in whatever
+    shape their forward produced.
+    """
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad
+
+
+def _run_backward(root: Tensor, grad, retain_graph: bool) -> None:
+    if root._node is None:
+        _accumulate_leaf(root, grad)
+        return
+    pending = {id(root._node): [None] * root._node.num_outputs}
+    pending[id(root._node)][root._index] = grad
+    for fn in _topological_order(root._node):
+        grads = pending.pop(id(fn), None)
+        if grads is None:
+            continue  # reached only through outputs that got no gradient
+        inputs = fn.__dict__.get("inputs")
+        if inputs is None:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time (or directly access saved "
+                "arrays after they have already been freed). Saved intermediate values of the "
+                "graph are freed when you call .backward(). Specify retain_graph=True if you "
+                "need to backward through the graph a second time.")
+        retained = fn.__dict__.get("_retained")
+        if retained:
+            for index, ref in retained.items():
+                t = ref()
+                if t is not None and grads[index] is not None:
+                    t.grad = Tensor._wrap(grads[index].copy())
+        input_grads = fn.backward(grads[0] if fn.num_outputs == 1 else grads)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        for t, g, needed in zip(inputs, input_grads, fn.needs_input_grad):
+            if g is None or not needed:
+                continue
+            if g.shape != t.data.shape:
+                g = _unbroadcast(g, t.data.shape)
+                if g.shape != t.data.shape:
+                    raise RuntimeError(
+                        f"{type(fn).__name__}.backward returned a gradient of shape {g.shape} "
+                        f"for an input of shape {t.data.shape}")
+            if g.dtype != t.data.dtype:
+                g = g.astype(t.data.dtype)
+            child = t._node
+            if child is None:
+                _accumulate_leaf(t, g)
+                continue
+            slots = pending.get(id(child))
+            if slots is None:
+                slots = pending[id(child)] = [None] * child.num_outputs
+            previous = slots[t._index]
+            slots[t._index] = g if previous is None else previous + g
+        if not retain_graph:
+            _release(fn)
+
+
+def _accumulate_leaf(t: Tensor, g) -> None:
+    """Leaf gradients own their memory (ops may return shared or read-only views)."""
+    if t.grad is None:
+        t.grad = Tensor._wrap(g.copy())
+    else:
+        t.grad.data += g
+
+
+def _release(fn) -> None:
+    """Drop an op's saved arrays and its references to its inputs once backward used them."""
+    num_outputs = fn.num_outputs
+    fn.__dict__.clear()
+    fn.num_outputs = num_outputs
+    fn.inputs = None
+
+
+class _Cast(ops.Function):
+    """y = x.astype(dtype);  dx = dy cast back (by the engine)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, x):
+        return x.astype(self.dtype)
+
+    def backward(self, dy):
+        return dy
+
+
+class _ToDevice(ops.Function):
+    """y = x moved to another device;  dx = dy moved back."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def forward(self, x):
+        self.source = backend.device_of(x)
+        return backend.to_device(x, self.device)
+
+    def backward(self, dy):
+        return backend.to_device(dy, self.source)
+
+
+def _index_arrays(index, xp):
+    """Turn Tensors and lists inside an index into arrays of the tensor's backend."""
+    def convert(item):
+        if isinstance(item, Tensor):
+            return item.data
+        if isinstance(item, list):
+            return xp.asarray(item)
+        if isinstance(item, np.ndarray) and xp is not np:
+            return xp.asarray(item)
+        return item
+    if isinstance(index, tuple):
+        return tuple(convert(i) for i in index)
+    return convert(index)
+
+
+# --------------------------------------------------------------------------- functions
+
+
+def _as_tensor(x, like: Tensor | None = None) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    if like is not None:
+        return like._operand(x)
+    return Tensor(x)
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a @ b with NumPy's rules; shapes are checked here so the error names both."""
+    a, b = _as_tensor(a), _as_tensor(b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError("matmul: both operands must have at least one dimension")
+    k_a = a.shape[-1]
+    k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if k_a != k_b:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align ({k_a} != {k_b})")
+    return _apply(ops.MatMul, a, b)
+
+
+def where(condition, input, other) -> Tensor:  # noqa: A002 - PyTorch's names
+    """Elementwise choice: input where condition, else other. condition is not differentiated."""
+    ref = input if isinstance(input, Tensor) else other if isinstance(other, Tensor) else None
+    if ref is None:
+        ref = Tensor(input)
+    cond = condition.data if isinstance(condition, Tensor) else ref._xp().asarray(condition)
+    return _apply(ops.Where, _as_tensor(input, ref), _as_tensor(other, ref), cond=cond.astype(bool))
+
+
+def maximum(a, b) -> Tensor:
+    a = _as_tensor(a, b if isinstance(b, Tensor) else None)
+    return a.maximum(b)
+
+
+def minimum(a, b) -> Tensor:
+    a = _as_tensor(a, b if isinstance(b, Tensor) else None)
+    return a.minimum(b)
+
+
+def _check_same_rank(tensors, name: str) -> None:
+    if not tensors:
+        raise ValueError(f"{name}: expected a non-empty sequence of tensors")
+    shape = tensors[0].shape
+    for i, t in enumerate(tensors[1:], 1):
+        if t.ndim != len(shape):
+            raise ValueError(f"{name}: tensor {i} has {t.ndim} dims, tensor 0 has {len(shape)}")
+
+
+def cat(tensors, dim: int = 0, *, axis=None) -> Tensor:
+    """Concatenate along an existing dimension (`concat` is the same function)."""
+    tensors = [_as_tensor(t) for t in tensors]
+    _check_same_rank(tensors, "cat")
+    dim = _dim(axis, dim) if axis is not None else dim
+    return _apply(ops.Concat, *tensors, axis=dim)
+
+
+concat = cat
+
+
+def stack(tensors, dim: int = 0, *, axis=None) -> Tensor:
+    """Stack equal-shaped tensors along a new dimension."""
+    tensors = [_as_tensor(t) for t in tensors]
+    _check_same_rank(tensors, "stack")
+    for i, t in enumerate(tensors):
+        if t.shape != tensors[0].shape:
+            raise ValueError(f"stack: tensor {i} has shape {t.shape}, tensor 0 has {tensors[0].shape}")
+    dim = _dim(axis, dim) if axis is not None else dim
+    return _apply(ops.Stack, *tensors, axis=dim)
+
+
+def split(tensor: Tensor, split_size_or_sections, dim: int = 0):
+    return tensor.split(split_size_or_sections, dim)
+
+
+def chunk(tensor: Tensor, chunks: int, dim: int = 0):
+    return tensor.chunk(chunks, dim)
+
+
+def unbind(tensor: Tensor, dim: int = 0):
+    return tensor.unbind(dim)
+
+
+# --------------------------------------------------------------------------- creation
+
+
+def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:
+    """Create a tensor (a copy of `data`), like torch.tensor."""
+    if isinstance(data, Tensor):
+        data = data.data.copy()
+    elif hasattr(data, "copy") and hasattr(data, "dtype"):
+        data = data.copy()
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+def _shape(shape) -> tuple[int, ...]:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    for n in shape:
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"shape must be non-negative integers, got {shape}")
+    return tuple(int(n) for n in shape)
+
+
+def _filled(fill, shape, dtype, device, requires_grad) -> Tensor:
+    device = backend.normalize_device(device)
+    xp = backend.xp_for(device)
+    dtype = np.dtype(dtype) if dtype is not None else _default_dtype
+    return Tensor(xp.full(_shape(shape), fill, dtype=dtype), requires_grad=requires_grad)
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _filled(0, shape, dtype, device, requires_grad)
+
+
+def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _filled(1, shape, dtype, device, requires_grad)
+
+
+def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _filled(fill_value, (shape,) if isinstance(shape, int) else tuple(shape), dtype,
+                   device, requires_grad)
+
+
+def zeros_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return zeros(t.shape, dtype=dtype or t.dtype, device=device or t.device,
+                 requires_grad=requires_grad)
+
+
+def ones_like(t: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return ones(t.shape, dtype=dtype or t.dtype, device=device or t.device,
+                requires_grad=requires_grad)
+
+
+def _random(kind, shape, dtype, device, requires_grad) -> Tensor:
+    device = backend.normalize_device(device)
+    dtype = np.dtype(dtype) if dtype is not None else _default_dtype
+    if dtype.kind != "f":
+        raise TypeError(f"{kind}: dtype must be floating point, got {dtype}")
+    gen = backend.get_generator(device)
+    shape = _shape(shape)
+    data = gen.standard_normal(shape, dtype=dtype) if kind == "randn" else gen.random(shape, dtype=dtype)
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Standard normal samples from the device's seeded generator (see manual_seed)."""
+    return _random("randn", shape, dtype, device, requires_grad)
+
+
+def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Uniform [0, 1) samples from the device's seeded generator (see manual_seed)."""
+    return _random("rand", shape, dtype, device, requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Like torch.arange: integers give int64, any float argument gives the default dtype."""
+    if end is None:
+        start, end = 0, start
+    if dtype is None:
+        floats = any(isinstance(v, float) for v in (start, end, step))
+        dtype = _default_dtype if floats else np.int64
+    xp = backend.xp_for(backend.normalize_device(device))
+    return Tensor(xp.arange(start, end, step, dtype=dtype), requires_grad=requires_grad)
+
+
+manual_seed = backend.manual_seed
