@@ -1,7 +1,7 @@
 """tinygrad_rnn: a small reverse-mode autodiff engine on NumPy/CuPy, with recurrent networks
 written as plain per-step code so that backpropagation through time is just backward()."""
 
-from . import backend, functional, ops  # noqa: F401
+from . import backend, functional, nn, ops  # noqa: F401
 from .backend import available_devices, cuda_available, get_array_module, to_numpy  # noqa: F401
 from .gradcheck import GradcheckError, gradcheck  # noqa: F401
 from .tensor import (  # noqa: F401

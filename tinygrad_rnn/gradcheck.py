@@ -57,18 +57,18 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     for i in checked:
         t = inputs[i]
         analytic = t.grad.numpy() if t.grad is not None else np.zeros(t.shape)
-        flat = t.data.reshape(-1)  # a view: perturb in place, restore after
-        for k in range(flat.size):
-            original = float(flat[k])
-            flat[k] = original + eps
+        # Perturb t.data in place element by element (indexing the array itself, not a
+        # reshape, which would silently be a copy for non-contiguous data), restore after.
+        for index in np.ndindex(*t.shape):
+            original = float(t.data[index])
+            t.data[index] = original + eps
             plus = scalar_loss()
-            flat[k] = original - eps
+            t.data[index] = original - eps
             minus = scalar_loss()
-            flat[k] = original
+            t.data[index] = original
             numeric = (plus - minus) / (2 * eps)
-            a = float(analytic.reshape(-1)[k])
+            a = float(analytic[index])
             if not abs(a - numeric) <= atol + rtol * abs(numeric):
-                index = np.unravel_index(k, t.shape) if t.shape else ()
                 raise GradcheckError(
                     f"gradcheck: gradient mismatch for input {i} (shape {t.shape}) at index "
                     f"{tuple(int(j) for j in index)}: analytic {a:.8g}, numeric {numeric:.8g}")

@@ -32,6 +32,11 @@ class _GradMode(contextlib.ContextDecorator):
 
     mode = True
 
+    def _recreate_cm(self):
+        # A fresh instance per decorated call, so recursive or nested calls each restore
+        # their own previous mode (ContextDecorator reuses `self` by default).
+        return type(self)()
+
     def __enter__(self):
         global _grad_enabled
         self._previous = _grad_enabled
@@ -478,8 +483,8 @@ class Tensor:
                 raise ValueError(f"split: sizes {sizes} must add up to {length} along dim {dim}")
         return _apply(ops.Split, self, sizes=sizes, axis=dim)
 
-    def chunk(self, chunks: int, dim: int = 0, *, axis=None):
-        dim = _dim(axis, dim) if axis is not None else dim
+    def chunk(self, chunks: int, dim: int | None = None, *, axis=None):
+        dim = _dim(axis, dim) or 0
         length = self.shape[dim]
         size = -(-length // chunks)
         return self.split(size, dim)
@@ -531,18 +536,20 @@ def _topological_order(root_node) -> list:
 
     Iterative depth-first search (no recursion limit): post-order, then reversed.
     """
-    order, visited = [], {id(root_node)}
+    order, visited = [], set()
     stack = [(root_node, False)]
     while stack:
-        node, expanded = stack.pop()
-        if expanded:
+        node, children_done = stack.pop()
+        if children_done:
             order.append(node)
             continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
         stack.append((node, True))
         for t in node.__dict__.get("inputs") or ():
             child = t._node
             if child is not None and id(child) not in visited:
-                visited.add(id(child))
                 stack.append((child, False))
     order.reverse()
     return order
@@ -724,25 +731,25 @@ def _check_same_rank(tensors, name: str) -> None:
             raise ValueError(f"{name}: tensor {i} has {t.ndim} dims, tensor 0 has {len(shape)}")
 
 
-def cat(tensors, dim: int = 0, *, axis=None) -> Tensor:
+def cat(tensors, dim: int | None = None, *, axis=None) -> Tensor:
     """Concatenate along an existing dimension (`concat` is the same function)."""
     tensors = [_as_tensor(t) for t in tensors]
     _check_same_rank(tensors, "cat")
-    dim = _dim(axis, dim) if axis is not None else dim
+    dim = _dim(axis, dim) or 0
     return _apply(ops.Concat, *tensors, axis=dim)
 
 
 concat = cat
 
 
-def stack(tensors, dim: int = 0, *, axis=None) -> Tensor:
+def stack(tensors, dim: int | None = None, *, axis=None) -> Tensor:
     """Stack equal-shaped tensors along a new dimension."""
     tensors = [_as_tensor(t) for t in tensors]
     _check_same_rank(tensors, "stack")
     for i, t in enumerate(tensors):
         if t.shape != tensors[0].shape:
             raise ValueError(f"stack: tensor {i} has shape {t.shape}, tensor 0 has {tensors[0].shape}")
-    dim = _dim(axis, dim) if axis is not None else dim
+    dim = _dim(axis, dim) or 0
     return _apply(ops.Stack, *tensors, axis=dim)
 
 

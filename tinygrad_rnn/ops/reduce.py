@@ -92,7 +92,8 @@ class Var(_Reduction):
         return (self.centered * self.centered).sum(axis=self.axes, keepdims=self.keepdims) / self.dof
 
     def backward(self, dy):
-        return self._expand(dy) * self.centered * (2 / self.dof)
+        # dof = 0 (one element, correction=1): the forward is nan, so is the gradient (PyTorch)
+        return self._expand(dy) * self.centered * (2 / self.dof if self.dof else float("nan"))
 
 
 class LogSumExp(_Reduction):
