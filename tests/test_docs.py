@@ -1,0 +1,175 @@
+"""The documentation is executed: every ```python block in README.md and docs/*.md runs.
+
+Blocks of one file run in order in one shared namespace, inside a fresh temporary working
+directory, so a later block can use what an earlier one defined (as a reader would). A block
+opts out only with a visible marker on its fence line: ```python no-run (for GPU-only code).
+
+docs/api.md is also checked against the code: every `tg.name(...)`-style signature in
+backticks must name something that exists, and the keyword names it shows must be real
+parameters of that function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC_FILES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+
+FENCE = re.compile(r"^(\s*)```(.*)$")
+
+
+def python_blocks(path: Path) -> list[tuple[int, str]]:
+    """(first line number, source) of each runnable ```python block of a Markdown file."""
+    blocks, lines = [], path.read_text(encoding="utf-8").splitlines()
+    i = 0
+    while i < len(lines):
+        match = FENCE.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        info = match.group(2).strip().split()
+        start, body = i + 1, []
+        i += 1
+        while i < len(lines) and not FENCE.match(lines[i]):
+            body.append(lines[i])
+            i += 1
+        i += 1  # closing fence
+        if info[:1] == ["python"] and "no-run" not in info[1:]:
+            blocks.append((start + 1, textwrap.dedent("\n".join(body))))
+    return blocks
+
+
+def test_doc_files_exist():
+    names = {p.relative_to(ROOT).as_posix() for p in DOC_FILES}
+    for required in ("README.md", "docs/tutorial.md", "docs/rnn-variants.md", "docs/api.md",
+                     "docs/design.md"):
+        assert required in names
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_python_blocks_run(path, tmp_path, monkeypatch):
+    import tinygrad_rnn as tg
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    dtype = tg.get_default_dtype()
+    namespace = {"__name__": "__doc__"}
+    try:
+        for line, source in python_blocks(path):
+            code = compile(source, f"{path.name}:{line}", "exec")
+            try:
+                exec(code, namespace)
+            except Exception as exc:
+                raise AssertionError(
+                    f"{path.relative_to(ROOT)}: the python block at line {line} raised "
+                    f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        tg.set_default_dtype(dtype)
+        try:
+            import matplotlib.pyplot as plt
+            plt.close("all")
+        except ImportError:
+            pass
+
+
+# --------------------------------------------------------------------------- api.md names
+
+# The short names api.md uses, and the module each one stands for.
+PREFIXES = {
+    "tg": "tinygrad_rnn",
+    "Tensor": "tinygrad_rnn:Tensor",
+    "F": "tinygrad_rnn.functional",
+    "nn": "tinygrad_rnn.nn",
+    "init": "tinygrad_rnn.nn.init",
+    "nn.utils": "tinygrad_rnn.nn.utils",
+    "optim": "tinygrad_rnn.optim",
+    "lr_scheduler": "tinygrad_rnn.optim.lr_scheduler",
+    "io": "tinygrad_rnn.io",
+    "diagnostics": "tinygrad_rnn.diagnostics",
+    "backend": "tinygrad_rnn.backend",
+    "gradcheck": "tinygrad_rnn.gradcheck",
+    "fused": "tinygrad_rnn.ops.fused",
+    "ops": "tinygrad_rnn.ops",
+}
+
+SIGNATURE = re.compile(r"`((?:" + "|".join(sorted(map(re.escape, PREFIXES), key=len, reverse=True))
+                       + r")\.[A-Za-z_][\w.]*)(\([^`]*\))?`")
+
+
+def resolve(dotted: str):
+    """The object a name like `nn.LSTM.forward` or `Tensor.sum` stands for."""
+    for prefix in sorted(PREFIXES, key=len, reverse=True):
+        if dotted.startswith(prefix + "."):
+            target, rest = PREFIXES[prefix], dotted[len(prefix) + 1:]
+            break
+    module_name, _, attr = target.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in ([attr] if attr else []) + rest.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def keyword_names(args: str) -> list[str]:
+    """Parameter names shown in a documented call: 'x, dim=-1, *, keepdim=False' -> [...]."""
+    args = args.strip()[1:-1]
+    depth, parts, current = 0, [], ""
+    for ch in args:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    names = []
+    for part in parts:
+        name = part.split("=")[0].split(":")[0].strip()
+        if name.startswith("*") or name in ("", "/", "...") or not name.isidentifier():
+            continue
+        names.append(name)
+    return names
+
+
+def api_signatures() -> list[tuple[str, str | None]]:
+    path = ROOT / "docs" / "api.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    found = []
+    for match in SIGNATURE.finditer(text):
+        found.append((match.group(1), match.group(2)))
+    return found
+
+
+def test_api_md_mentions_many_names():
+    assert len({name for name, _ in api_signatures()}) > 100
+
+
+@pytest.mark.parametrize("name,args", sorted(set(api_signatures()), key=str),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_api_md_names_exist(name, args):
+    try:
+        obj = resolve(name)
+    except (AttributeError, ImportError) as exc:
+        raise AssertionError(f"api.md documents `{name}`, which does not exist ({exc})") from exc
+    if not args or not callable(obj):
+        return
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return  # builtins without a signature
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for keyword in keyword_names(args):
+        assert keyword in params, (
+            f"api.md shows `{name}{args}`, but `{keyword}` is not a parameter of it "
+            f"(it takes {list(params)})")
+
