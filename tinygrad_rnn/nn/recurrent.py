@@ -4,29 +4,80 @@ A layer is a loop over time that calls the cell's step function (cells.py). The 
 share of the gates is one matmul for all time steps before the loop; inside it there is one
 recurrent matmul per step for all gates. Stacked layers feed each other's outputs; the
 reverse direction of a bidirectional layer runs the same loop backwards in time.
+
+Beyond PyTorch, as keyword-only options (see cells.py for the variant parameters' names):
+learned initial states, recurrent dropout, zoneout, the LSTM variants (peephole, cifg,
+layer_norm, forget_bias), the GRU of Cho et al. (reset_after=False), and variable-length
+batches through `forward(input, hx, lengths=...)`.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from .. import backend
 from .. import functional as F
-from ..tensor import Tensor, cat, stack, zeros
-from . import init
-from .cells import NONLINEARITIES, gru_step, input_gates, lstm_step, rnn_step
+from ..tensor import Tensor, cat, stack, where, zeros
+from .cells import (
+    NONLINEARITIES,
+    broadcast_state,
+    check_lstm_options,
+    gru_reset_before_step,
+    gru_step,
+    init_variant_parameter,
+    input_gates,
+    lstm_step,
+    lstm_variant_parameters,
+    lstm_variant_step,
+    lstm_variant_weights,
+    rnn_step,
+    set_forget_bias,
+)
 from .layers import _check_positive_int, _empty
 from .module import Module
 
 
+def _map_state(fn, *states):
+    """Apply fn part by part to states that are a Tensor or a tuple of Tensors (LSTM)."""
+    if isinstance(states[0], tuple):
+        return tuple(fn(*parts) for parts in zip(*states, strict=True))
+    return fn(*states)
+
+
+def _check_probability(owner: str, name: str, p, high_inclusive: bool = True) -> float:
+    ok = isinstance(p, (int, float)) and not isinstance(p, bool)
+    if not ok or not (0.0 <= p <= 1.0) or (p == 1.0 and not high_inclusive):
+        interval = "[0, 1]" if high_inclusive else "[0, 1)"
+        raise ValueError(f"{owner}: {name} must be in {interval}, got {p!r}")
+    return float(p)
+
+
 class RNNBase(Module):
     """Shared machinery of RNN, LSTM and GRU: parameters, checks, the loop over layers,
-    directions and time. Subclasses give `num_gates` and the per-step math (`_step`)."""
+    directions and time. Subclasses give `num_gates` and the per-step math (`_step`).
+
+    Keyword-only options, on all three layers:
+      learn_initial_state: h_0 (and c_0) become parameters of shape
+          (num_layers * num_directions, H), zeros at first, repeated over the batch when
+          forward gets no state (an explicit state wins).
+      recurrent_dropout=p: variational dropout (Gal & Ghahramani 2016) on the recurrent
+          input h_{t-1} of the matmul: one mask per sequence, layer and direction, scaled by
+          1/(1-p); training mode only.
+      zoneout=p: (Krueger et al. 2016) each unit of the state (h and c) keeps its previous
+          value with probability p at each step in training mode; in eval mode the state is
+          the expectation p * previous + (1 - p) * new, as in the paper.
+    """
 
     num_gates = 1
+    state_names = ("h_0",)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 proj_size: int = 0, device=None, dtype=None):
+                 proj_size: int = 0, device=None, dtype=None, *,
+                 learn_initial_state: bool = False, recurrent_dropout: float = 0.0,
+                 zoneout: float = 0.0):
         super().__init__()
         name = type(self).__name__
         _check_positive_int("input_size", name, input_size)
@@ -41,8 +92,16 @@ class RNNBase(Module):
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.proj_size = bidirectional, proj_size
         self.num_directions = 2 if bidirectional else 1
+        self.learn_initial_state = bool(learn_initial_state)
+        self.recurrent_dropout = _check_probability(name, "recurrent_dropout",
+                                                    recurrent_dropout, high_inclusive=False)
+        self.zoneout = _check_probability(name, "zoneout", zoneout)
+        # Filled by _run_direction when set to a dict (diagnostics.hidden_grad_norms):
+        # {(layer, reverse): [h_1, ..., h_T]}, the hidden states the recurrence carries.
+        self._hidden_trace: dict | None = None
         rows = self.num_gates * hidden_size
         out_size = proj_size or hidden_size
+        # PyTorch's parameters first, in PyTorch's order ...
         for layer in range(num_layers):
             layer_input = input_size if layer == 0 else out_size * self.num_directions
             for suffix in self._suffixes():
@@ -51,21 +110,41 @@ class RNNBase(Module):
                 setattr(self, f"weight_hh_l{layer}{suffix}",
                         _empty(rows, out_size, dtype=dtype, device=device))
                 if bias:
-                    setattr(self, f"bias_ih_l{layer}{suffix}", _empty(rows, dtype=dtype, device=device))
-                    setattr(self, f"bias_hh_l{layer}{suffix}", _empty(rows, dtype=dtype, device=device))
+                    setattr(self, f"bias_ih_l{layer}{suffix}",
+                            _empty(rows, dtype=dtype, device=device))
+                    setattr(self, f"bias_hh_l{layer}{suffix}",
+                            _empty(rows, dtype=dtype, device=device))
                 if proj_size:
                     setattr(self, f"weight_hr_l{layer}{suffix}",
                             _empty(proj_size, hidden_size, dtype=dtype, device=device))
+        # ... then the variants' own, so a default state dict is exactly PyTorch's.
+        for layer in range(num_layers):
+            for suffix in self._suffixes():
+                for param_name, shape in self._variant_parameters():
+                    setattr(self, f"{param_name}_l{layer}{suffix}",
+                            _empty(*shape, dtype=dtype, device=device))
+        if learn_initial_state:
+            layers = num_layers * self.num_directions
+            for state_name, size in zip(self.state_names, self._state_sizes(), strict=True):
+                setattr(self, state_name, _empty(layers, size, dtype=dtype, device=device))
         self.reset_parameters()
 
     def _suffixes(self) -> list[str]:
         return ["", "_reverse"] if self.bidirectional else [""]
 
+    def _variant_parameters(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of the extra per-layer, per-direction parameters of a variant."""
+        return []
+
+    def _state_sizes(self) -> list[int]:
+        return [self.output_size]
+
     def reset_parameters(self) -> None:
-        """U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, as PyTorch."""
+        """U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias, as PyTorch (and the peephole
+        weights); layer-norm gains 1, layer-norm biases and learned initial states 0."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for param in self.parameters():
-            init.uniform_(param, -bound, bound)
+        for name, param in self.named_parameters():
+            init_variant_parameter(name, param, bound)
 
     def flatten_parameters(self) -> None:
         """Accepted for PyTorch compatibility; weights are always used as they are."""
@@ -75,12 +154,25 @@ class RNNBase(Module):
         """Features per direction in the output: proj_size if set, else hidden_size."""
         return self.proj_size or self.hidden_size
 
+    @property
+    def is_variant(self) -> bool:
+        """True when the per-step math is not PyTorch's (LSTM variants, GRU reset_after=False).
+        Learned initial states, recurrent dropout, zoneout and lengths are handled around the
+        step, in `forward` and `_run_direction`."""
+        return False
+
     def layer_weights(self, layer: int, reverse: bool = False) -> dict:
+        """The parameters of one layer and direction: W_ih, W_hh, b_ih, b_hh, W_hr (None when
+        absent), and for the LSTM variants "peephole" and "layer_norm" (None when off), in the
+        form lstm_variant_step takes them."""
         suffix = f"l{layer}{'_reverse' if reverse else ''}"
         get = self._parameters.get
-        return {"W_ih": get(f"weight_ih_{suffix}"), "W_hh": get(f"weight_hh_{suffix}"),
-                "b_ih": get(f"bias_ih_{suffix}"), "b_hh": get(f"bias_hh_{suffix}"),
-                "W_hr": get(f"weight_hr_{suffix}")}
+        weights = {"W_ih": get(f"weight_ih_{suffix}"), "W_hh": get(f"weight_hh_{suffix}"),
+                   "b_ih": get(f"bias_ih_{suffix}"), "b_hh": get(f"bias_hh_{suffix}"),
+                   "W_hr": get(f"weight_hr_{suffix}")}
+        peephole, norm = lstm_variant_weights(lambda name: get(f"{name}_{suffix}"))
+        weights["peephole"], weights["layer_norm"] = peephole, norm
+        return weights
 
     # ----------------------------------------------------------------- input checks
 
@@ -90,7 +182,8 @@ class RNNBase(Module):
         if not isinstance(x, Tensor):
             raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
         if x.ndim not in (2, 3):
-            layout = "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
+            layout = ("(batch, seq_len, input_size)" if self.batch_first
+                      else "(seq_len, batch, input_size)")
             raise ValueError(f"{name}: input must be 3-D {layout} or 2-D (seq_len, input_size), "
                              f"got shape {x.shape}")
         if x.shape[-1] != self.input_size:
@@ -106,11 +199,16 @@ class RNNBase(Module):
         return x.ndim == 3
 
     def _check_state(self, state: Tensor | None, arg: str, batch: int, size: int,
-                     batched: bool, like: Tensor) -> Tensor:
-        """An initial state of shape (num_layers * num_directions, batch, size), zeros if None."""
+                     batched: bool, like: Tensor, learned: str | None = None) -> Tensor:
+        """An initial state of shape (num_layers * num_directions, batch, size); when None,
+        the learned parameter named `learned` (learn_initial_state=True) repeated over the
+        batch, else zeros."""
         name = type(self).__name__
         layers = self.num_layers * self.num_directions
         if state is None:
+            learned = self._parameters.get(learned) if self.learn_initial_state else None
+            if learned is not None:
+                return broadcast_state(learned, batch)
             return zeros(layers, batch, size, dtype=like.dtype, device=like.device)
         expected = (layers, batch, size) if batched else (layers, size)
         if not isinstance(state, Tensor):
@@ -118,14 +216,44 @@ class RNNBase(Module):
         if tuple(state.shape) != expected:
             raise ValueError(f"{name}: {arg}.shape must be {expected}, got {tuple(state.shape)}")
         if state.device != like.device:
-            raise RuntimeError(f"{name}: {arg} is on '{state.device}' but input is on '{like.device}'")
+            raise RuntimeError(f"{name}: {arg} is on '{state.device}' but input is on "
+                               f"'{like.device}'")
         if state.dtype != like.dtype:
             raise TypeError(f"{name}: {arg}.dtype must be {like.dtype}, got {state.dtype}")
         return state if batched else state.unsqueeze(1)
 
+    def _check_lengths(self, lengths, batched: bool, seq_len: int, batch: int):
+        """lengths -> an int64 NumPy array (B,) with 1 <= lengths <= T, or None when absent."""
+        if lengths is None:
+            return None
+        name = type(self).__name__
+        if not batched:
+            raise ValueError(f"{name}: lengths= needs a batched (3-D) input, got a 2-D input")
+        if isinstance(lengths, Tensor):
+            lengths = lengths.numpy()
+        elif hasattr(lengths, "detach") and hasattr(lengths, "cpu"):  # a torch tensor
+            lengths = lengths.detach().cpu().numpy()
+        lengths = np.asarray(backend.to_numpy(lengths) if hasattr(lengths, "dtype") else lengths)
+        if lengths.dtype.kind not in "iu":
+            raise TypeError(f"{name}: lengths must be integers, got dtype {lengths.dtype}")
+        if lengths.shape != (batch,):
+            raise ValueError(f"{name}: lengths.shape must be (batch,) = ({batch},), "
+                             f"got {lengths.shape}")
+        if lengths.min() < 1 or lengths.max() > seq_len:
+            raise ValueError(f"{name}: lengths must be in [1, seq_len={seq_len}], got "
+                             f"min {lengths.min()}, max {lengths.max()}")
+        return lengths.astype(np.int64)
+
     # ----------------------------------------------------------------- the loop
 
-    def forward(self, input: Tensor, hx=None):  # noqa: A002
+    def forward(self, input: Tensor, hx=None, lengths=None):  # noqa: A002
+        """input (T, B, I) (or (B, T, I) with batch_first, or unbatched (T, I)).
+
+        lengths: optional (B,) integers (list, array or Tensor), each in [1, T], in any order:
+        sequence b is input[:lengths[b], b]. Its outputs past its end are exact zeros (with no
+        gradient), its final state is the state at its own last step, and the reverse
+        direction starts at its own end (as PyTorch's packed sequences).
+        """
         batched = self._check_input(input)
         x = input
         if not batched:
@@ -133,13 +261,21 @@ class RNNBase(Module):
         elif self.batch_first:
             x = x.transpose(0, 1)
         batch = x.shape[1]
+        lengths = self._check_lengths(lengths, batched, x.shape[0], batch)
+        if lengths is not None and (lengths == x.shape[0]).all():
+            lengths = None  # every sequence is full: nothing to mask
         states = self._initial_states(hx, batch, batched, x)  # list over layer*direction
         finals = []
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
-                out, final = self._run_direction(x, states[index], layer, reverse=direction == 1)
+                reverse = direction == 1
+                if lengths is None:
+                    out, final = self._run_direction(x, states[index], layer, reverse)
+                else:
+                    out, final = self._run_direction(x, states[index], layer, reverse,
+                                                     lengths=lengths)
                 outputs.append(out)
                 finals.append(final)
             x = outputs[0] if len(outputs) == 1 else cat(outputs, dim=2)
@@ -152,23 +288,64 @@ class RNNBase(Module):
             output = output.transpose(0, 1)
         return output, self._final_states(finals, batched)
 
-    def _run_direction(self, x: Tensor, state, layer: int, reverse: bool):
-        """Run one layer in one direction over all T steps. x: (T, B, features)."""
+    def _run_direction(self, x: Tensor, state, layer: int, reverse: bool, lengths=None):
+        """Run one layer in one direction over all T steps. x: (T, B, features).
+
+        With lengths ((B,) int array), sequence b only steps while t < lengths[b]; at the
+        other steps its state is carried unchanged and its output is zero.
+        """
         w = self.layer_weights(layer, reverse)
-        x_gates = input_gates(x, w["W_ih"], w["b_ih"]).unbind(0)
+        x_gates = input_gates(x, w["W_ih"], w["b_ih"], w["layer_norm"]).unbind(0)
         steps = range(len(x_gates) - 1, -1, -1) if reverse else range(len(x_gates))
         W_hh_T = w["W_hh"].T
         W_hr_T = w["W_hr"].T if w["W_hr"] is not None else None
+        h_mask = self._recurrent_dropout_mask(x.shape[1], x)
+        if lengths is not None:
+            lengths = backend.to_device(lengths, x.device)[:, None]
+        trace = None
+        if self._hidden_trace is not None:
+            trace = self._hidden_trace.setdefault((layer, reverse), [None] * len(x_gates))
         outputs = [None] * len(x_gates)
         for t in steps:
-            state = self._step(x_gates[t], state, W_hh_T, w["b_hh"], W_hr_T)
-            outputs[t] = self._hidden(state)
+            new_state = self._step(x_gates[t], state, W_hh_T, w["b_hh"], W_hr_T, w=w,
+                                   h_mask=h_mask)
+            if self.zoneout:
+                new_state = self._zoneout(state, new_state)
+            if lengths is None:
+                state = new_state
+                outputs[t] = self._hidden(state)
+            else:
+                valid = lengths > t  # (B, 1): is step t inside sequence b?
+                state = _map_state(lambda new, old, v=valid: where(v, new, old), new_state, state)
+                outputs[t] = where(valid, self._hidden(state), 0.0)
+            if trace is not None:
+                trace[t] = self._hidden(state)
         return stack(outputs, dim=0), state
+
+    def _recurrent_dropout_mask(self, batch: int, like: Tensor) -> Tensor | None:
+        """One variational dropout mask (B, H_out) for a whole sequence, or None."""
+        if not (self.training and self.recurrent_dropout):
+            return None
+        mask = F.dropout_mask((batch, self.output_size), self.recurrent_dropout, like.dtype,
+                              like.device)
+        return Tensor._wrap(mask)
+
+    def _zoneout(self, old, new):
+        """Zoneout: keep each unit's previous value with probability p (its expectation
+        p * old + (1 - p) * new in eval mode)."""
+        p = self.zoneout
+        if not self.training:
+            return _map_state(lambda o, n: o * p + n * (1.0 - p), old, new)
+
+        def zone(o, n):
+            keep = backend.get_generator(n.device).random(n.shape, dtype=np.float32) < p
+            return where(backend.to_device(keep, n.device), o, n)
+        return _map_state(zone, old, new)
 
     # subclass hooks --------------------------------------------------------------
 
     def _initial_states(self, hx, batch, batched, like):
-        h0 = self._check_state(hx, "hx", batch, self.output_size, batched, like)
+        h0 = self._check_state(hx, "hx", batch, self.output_size, batched, like, "h_0")
         return list(h0.unbind(0))
 
     def _final_states(self, finals, batched):
@@ -179,7 +356,9 @@ class RNNBase(Module):
     def _hidden(state) -> Tensor:
         return state
 
-    def _step(self, x_gates, state, W_hh_T, b_hh, W_hr_T):
+    def _step(self, x_gates, state, W_hh_T, b_hh, W_hr_T, w=None, h_mask=None):
+        """One time step: the new state from x_gates (B, G*H) and the previous state.
+        w: this layer's `layer_weights` (for the variants); h_mask: recurrent dropout."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -196,59 +375,146 @@ class RNNBase(Module):
             s += ", bidirectional=True"
         if self.proj_size:
             s += f", proj_size={self.proj_size}"
+        if self.learn_initial_state:
+            s += ", learn_initial_state=True"
+        if self.recurrent_dropout:
+            s += f", recurrent_dropout={self.recurrent_dropout}"
+        if self.zoneout:
+            s += f", zoneout={self.zoneout}"
         return s
 
 
 class RNN(RNNBase):
     """Elman RNN over a sequence: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh).
 
-    forward(input, hx=None) -> (output, h_n); output (T, B, D*H), h_n (num_layers*D, B, H).
+    forward(input, hx=None, lengths=None) -> (output, h_n); output (T, B, D*H),
+    h_n (num_layers*D, B, H). Keyword options: see RNNBase.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None):
+                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None, *,
+                 learn_initial_state: bool = False, recurrent_dropout: float = 0.0,
+                 zoneout: float = 0.0):
         if nonlinearity not in NONLINEARITIES:
-            raise ValueError(f"RNN: nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+            raise ValueError(f"RNN: nonlinearity must be one of {NONLINEARITIES}, "
+                             f"got {nonlinearity!r}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, device=device, dtype=dtype)
+                         bidirectional, device=device, dtype=dtype,
+                         learn_initial_state=learn_initial_state,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout)
         self.nonlinearity = nonlinearity
 
-    def _step(self, x_gates, h, W_hh_T, b_hh, W_hr_T):
-        return rnn_step(x_gates, h, W_hh_T, b_hh, self.nonlinearity)
+    def _step(self, x_gates, h, W_hh_T, b_hh, W_hr_T, w=None, h_mask=None):
+        # h only enters through W_hh, so recurrent dropout is just a masked h
+        h_in = h if h_mask is None else h * h_mask
+        return rnn_step(x_gates, h_in, W_hh_T, b_hh, self.nonlinearity)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.nonlinearity == "tanh" else s + f", nonlinearity={self.nonlinearity!r}"
 
 
 class GRU(RNNBase):
-    """GRU over a sequence (PyTorch's form). forward(input, hx=None) -> (output, h_n)."""
+    """GRU over a sequence. forward(input, hx=None, lengths=None) -> (output, h_n).
+
+    reset_after=True (default) is PyTorch's form; reset_after=False the original form of
+    Cho et al. 2014, where the reset gate multiplies h before the matmul (same weights).
+    Other keyword options: see RNNBase.
+    """
 
     num_gates = 3
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None):
+                 device=None, dtype=None, *, reset_after: bool = True,
+                 learn_initial_state: bool = False, recurrent_dropout: float = 0.0,
+                 zoneout: float = 0.0):
+        if not isinstance(reset_after, bool):
+            raise TypeError(f"GRU: reset_after must be True or False, got {reset_after!r}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, device=device, dtype=dtype)
+                         bidirectional, device=device, dtype=dtype,
+                         learn_initial_state=learn_initial_state,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout)
+        self.reset_after = reset_after
 
-    def _step(self, x_gates, h, W_hh_T, b_hh, W_hr_T):
-        return gru_step(x_gates, h, W_hh_T, b_hh)
+    @property
+    def is_variant(self) -> bool:
+        return not self.reset_after
+
+    def _step(self, x_gates, h, W_hh_T, b_hh, W_hr_T, w=None, h_mask=None):
+        step = gru_step if self.reset_after else gru_reset_before_step
+        return step(x_gates, h, W_hh_T, b_hh, h_mask=h_mask)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.reset_after else s + ", reset_after=False"
 
 
 class LSTM(RNNBase):
-    """LSTM over a sequence. forward(input, (h_0, c_0)=None) -> (output, (h_n, c_n)).
+    """LSTM over a sequence. forward(input, (h_0, c_0)=None, lengths=None) -> (output, (h_n, c_n)).
 
     output (T, B, D*H_out), h_n (num_layers*D, B, H_out), c_n (num_layers*D, B, H), where
     H_out = proj_size if proj_size > 0 else hidden_size.
+
+    Keyword options (all combine, also with proj_size, num_layers, bidirectional; see
+    cells.lstm_variant_step for the equations and cells.py for the parameter names):
+    peephole=True (weight_ci_l{k}, weight_cf_l{k}, weight_co_l{k}), cifg=True (gates
+    [f, g, o], i = 1 - f; 3H weight rows), layer_norm=True (ln_weight_ih_l{k}, ln_bias_ih_l{k},
+    ln_weight_hh_l{k}, ln_bias_hh_l{k}, ln_weight_c_l{k}, ln_bias_c_l{k}), forget_bias=v
+    (needs bias=True), and RNNBase's learn_initial_state, recurrent_dropout, zoneout.
     """
 
-    num_gates = 4
+    state_names = ("h_0", "c_0")
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, device=None, dtype=None, *, peephole: bool = False,
+                 cifg: bool = False, layer_norm: bool = False, forget_bias: float | None = None,
+                 learn_initial_state: bool = False, recurrent_dropout: float = 0.0,
+                 zoneout: float = 0.0):
+        check_lstm_options("LSTM", bias, peephole, cifg, layer_norm, forget_bias)
+        # Set before the parameters are made: they decide their number and shapes.
+        object.__setattr__(self, "_options", (peephole, cifg, layer_norm, forget_bias))
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, device=device, dtype=dtype,
+                         learn_initial_state=learn_initial_state,
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout)
+        self.peephole, self.cifg, self.layer_norm, self.forget_bias = self._options
+
+    @property
+    def num_gates(self) -> int:
+        return 3 if self._options[1] else 4
+
+    @property
+    def is_variant(self) -> bool:
+        return self.peephole or self.cifg or self.layer_norm
+
+    def _variant_parameters(self):
+        peephole, cifg, norm, _ = self._options
+        return lstm_variant_parameters(self.hidden_size, peephole, cifg, norm)
+
+    def _state_sizes(self) -> list[int]:
+        return [self.output_size, self.hidden_size]
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        _, cifg, _, forget_bias = self._options
+        if forget_bias is None:
+            return
+        for layer in range(self.num_layers):
+            for suffix in self._suffixes():
+                set_forget_bias(getattr(self, f"bias_ih_l{layer}{suffix}"),
+                                getattr(self, f"bias_hh_l{layer}{suffix}"),
+                                forget_bias, self.hidden_size, cifg)
 
     def _initial_states(self, hx, batch, batched, like):
         if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
             raise TypeError("LSTM: hx must be a tuple (h_0, c_0)")
         h0, c0 = hx if hx is not None else (None, None)
-        h0 = self._check_state(h0, "h_0", batch, self.output_size, batched, like)
-        c0 = self._check_state(c0, "c_0", batch, self.hidden_size, batched, like)
-        return list(zip(h0.unbind(0), c0.unbind(0)))
+        h0 = self._check_state(h0, "h_0", batch, self.output_size, batched, like, "h_0")
+        c0 = self._check_state(c0, "c_0", batch, self.hidden_size, batched, like, "c_0")
+        return list(zip(h0.unbind(0), c0.unbind(0), strict=True))
 
     def _final_states(self, finals, batched):
         h_n = stack([h for h, _ in finals], dim=0)
@@ -259,5 +525,20 @@ class LSTM(RNNBase):
     def _hidden(state) -> Tensor:
         return state[0]
 
-    def _step(self, x_gates, state, W_hh_T, b_hh, W_hr_T):
-        return lstm_step(x_gates, state[0], state[1], W_hh_T, b_hh, W_hr_T)
+    def _step(self, x_gates, state, W_hh_T, b_hh, W_hr_T, w=None, h_mask=None):
+        h, c = state
+        if h_mask is not None:
+            h = h * h_mask  # h only enters through W_hh: recurrent dropout is a masked h
+        if not self.is_variant:
+            return lstm_step(x_gates, h, c, W_hh_T, b_hh, W_hr_T)
+        return lstm_variant_step(x_gates, h, c, W_hh_T, b_hh, W_hr_T, peephole=w["peephole"],
+                                 cifg=self.cifg, layer_norm=w["layer_norm"])
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        for name in ("peephole", "cifg", "layer_norm"):
+            if getattr(self, name):
+                s += f", {name}=True"
+        if self.forget_bias is not None:
+            s += f", forget_bias={self.forget_bias}"
+        return s
