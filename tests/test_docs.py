@@ -11,6 +11,7 @@ parameters of that function.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import re
@@ -116,8 +117,9 @@ def resolve(dotted: str):
     return obj
 
 
-def keyword_names(args: str) -> list[str]:
-    """Parameter names shown in a documented call: 'x, dim=-1, *, keepdim=False' -> [...]."""
+def documented_parameters(args: str) -> list[tuple[str, str | None]]:
+    """(name, default text or None) of each parameter shown in a documented call:
+    '(x, dim=-1, *, keepdim=False)' -> [("x", None), ("dim", "-1"), ("keepdim", "False")]."""
     args = args.strip()[1:-1]
     depth, parts, current = 0, [], ""
     for ch in args:
@@ -131,13 +133,14 @@ def keyword_names(args: str) -> list[str]:
         else:
             current += ch
     parts.append(current)
-    names = []
+    found = []
     for part in parts:
-        name = part.split("=")[0].split(":")[0].strip()
+        name, eq, default = part.partition("=")
+        name = name.split(":")[0].strip()
         if name.startswith("*") or name in ("", "/", "...") or not name.isidentifier():
             continue
-        names.append(name)
-    return names
+        found.append((name, default.strip() if eq else None))
+    return found
 
 
 def api_signatures() -> list[tuple[str, str | None]]:
@@ -168,8 +171,17 @@ def test_api_md_names_exist(name, args):
         return  # builtins without a signature
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
-    for keyword in keyword_names(args):
+    for keyword, default in documented_parameters(args):
         assert keyword in params, (
             f"api.md shows `{name}{args}`, but `{keyword}` is not a parameter of it "
             f"(it takes {list(params)})")
+        actual = params[keyword].default
+        if default is None or actual is inspect.Parameter.empty:
+            continue
+        try:
+            shown = ast.literal_eval(default)
+        except (ValueError, SyntaxError):
+            continue  # not a literal (e.g. a name): nothing to compare
+        assert shown == actual, (
+            f"api.md shows `{name}(... {keyword}={default} ...)`, but the default is {actual!r}")
 
