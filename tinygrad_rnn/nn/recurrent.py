@@ -35,6 +35,7 @@ from .cells import (
     rnn_step,
     set_forget_bias,
 )
+from . import fast_path
 from .layers import _check_positive_int, _empty
 from .module import Module
 
@@ -72,6 +73,9 @@ class RNNBase(Module):
 
     num_gates = 1
     state_names = ("h_0",)
+    # Fast path (nn/fast_path.py): each layer and direction runs as one fused node with a
+    # hand-written BPTT when the options allow; set `layer.fast = False` for the composed path.
+    fast = True
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -294,6 +298,8 @@ class RNNBase(Module):
         With lengths ((B,) int array), sequence b only steps while t < lengths[b]; at the
         other steps its state is carried unchanged and its output is zero.
         """
+        if fast_path.applies(self, lengths):
+            return fast_path.run_direction(self, x, state, layer, reverse)
         w = self.layer_weights(layer, reverse)
         x_gates = input_gates(x, w["W_ih"], w["b_ih"], w["layer_norm"]).unbind(0)
         steps = range(len(x_gates) - 1, -1, -1) if reverse else range(len(x_gates))

@@ -1,0 +1,425 @@
+"""Fused recurrent layers: one layer, one direction, all T steps as ONE graph node.
+
+The composed path (nn/cells.py) records about ten small ops per time step, so a sequence of
+T steps is ~10*T graph nodes and BPTT is the engine walking them. The ops here compute the
+same numbers with backpropagation through time written out by hand on raw arrays, the way a
+hand-written NumPy LSTM does it:
+
+* forward: the input's share of the gates for all steps is one GEMM, (T*B, I) @ (I, G*H),
+  written into a preallocated (T, B, G*H) buffer; each step adds one GEMM h_{t-1} @ W_hh^T and
+  applies the gate nonlinearities in place in that buffer, which is then kept for backward
+  (no per-step allocation: every temporary is allocated once per call);
+* backward: the reverse loop does only what is sequential, the gate derivatives and one GEMM
+  dgates_t @ W_hh per step, and stores dgates in a (T, B, G*H) buffer; after the loop the
+  weight gradients of all steps are one GEMM each (dgates^T @ x, dgates^T @ h_prev), the bias
+  gradients one sum, and the input gradient one GEMM dgates @ W_ih.
+
+The issue asked for a fused per-step cell node; a per-sequence node is that cell loop plus the
+hoisted GEMMs around it, and it is what gets the weight gradients of all steps into one GEMM.
+The layers (nn/recurrent.py, `fast=True`) use these ops for the plain RNN, LSTM (with or
+without projection) and GRU, and tests/nn/test_fast_path.py proves they give the composed
+path's outputs and gradients.
+
+The per-step gate math is a small object (`_LSTMMath`, `_GRUMath`) with one body for NumPy
+and CuPy; on the GPU the same steps run as fused elementwise kernels (fused_cuda.py).
+
+Sigmoids are computed as (1 + tanh(a/2)) / 2 (as ops.Sigmoid does): no overflow, and it lets
+one tanh call serve all four LSTM gates (per-column scale and offset pick sigmoid or tanh).
+"""
+
+from __future__ import annotations
+
+from . import fused_cuda
+from .function import Function
+
+
+def _steps(length: int, reverse: bool) -> range:
+    """Time indices in the order a direction visits them."""
+    return range(length - 1, -1, -1) if reverse else range(length)
+
+
+def _input_projection(xp, x, W_ih, bias):
+    """x W_ih^T + bias for all steps as one GEMM: x (T, B, I) -> a new (T, B, G*H) array."""
+    T, B, I = x.shape
+    out = xp.matmul(x.reshape(T * B, I), W_ih.T)
+    if bias is not None:
+        out += bias
+    return out.reshape(T, B, W_ih.shape[0])
+
+
+def _recurrent_weight_grad(dgates, outputs, h0, reverse: bool):
+    """dW_hh = sum_t dgates_t^T @ h_{t-1}: one GEMM for the steps whose previous state is an
+    output of this layer, plus the first visited step, whose previous state is h0."""
+    G = dgates.shape[2]
+    if reverse:
+        later, previous, first = dgates[:-1], outputs[1:], dgates[-1]
+    else:
+        later, previous, first = dgates[1:], outputs[:-1], dgates[0]
+    grad = later.reshape(-1, G).T @ previous.reshape(-1, previous.shape[2])
+    grad += first.T @ h0
+    return grad
+
+
+def _input_side_grads(needs, dgates_flat, x, W_ih):
+    """dx = dgates @ W_ih and dW_ih = dgates^T @ x, each one GEMM over all T*B rows."""
+    T, B, I = x.shape
+    dx = (dgates_flat @ W_ih).reshape(T, B, I) if needs[0] else None
+    dW_ih = dgates_flat.T @ x.reshape(T * B, I)
+    return dx, dW_ih
+
+
+class _SequenceOp(Function):
+    """Common bits: optional inputs (biases, projection) and the choice of gate math."""
+
+    def __init__(self, reverse: bool = False, bias: bool = True, cuda_kernels: bool = True):
+        self.reverse, self.bias, self.cuda_kernels = reverse, bias, cuda_kernels
+
+    def _use_kernels(self) -> bool:
+        return self.cuda_kernels and fused_cuda.is_cupy(self.xp)
+
+
+# --------------------------------------------------------------------------- LSTM
+
+
+class _LSTMMath:
+    """One LSTM step's elementwise math on preallocated (B, 4H) / (B, H) arrays, in place.
+
+    Gate order [i, f, g, o] (PyTorch's). The scratch arrays are allocated once per layer call.
+    """
+
+    def __init__(self, xp, batch: int, hidden: int, dtype):
+        self.xp, self.H = xp, hidden
+        # sigmoid(a) = tanh(a/2) / 2 + 1/2 on the i, f, o columns; tanh(a) on g.
+        self.scale = xp.full(4 * hidden, 0.5, dtype=dtype)
+        self.scale[2 * hidden:3 * hidden] = 1
+        self.offset = xp.full(4 * hidden, 0.5, dtype=dtype)
+        self.offset[2 * hidden:3 * hidden] = 0
+        self.tanh_column = 1 - 2 * self.offset  # 1 on the g columns, 0 elsewhere
+        self.tmp = xp.empty((batch, hidden), dtype=dtype)
+        self.tmp_gates = xp.empty((batch, 4 * hidden), dtype=dtype)
+
+    def _split(self, gates):
+        H = self.H
+        return gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
+
+    def forward(self, gates, recurrent, c_prev, c, tanh_c, h):
+        """gates (B, 4H): x-part of the pre-activations in, activations [i, f, g, o] out.
+
+        c = f * c_prev + i * g;  tanh_c = tanh(c);  h = o * tanh_c.
+        """
+        xp = self.xp
+        gates += recurrent
+        gates *= self.scale
+        xp.tanh(gates, out=gates)
+        gates *= self.scale
+        gates += self.offset
+        i, f, g, o = self._split(gates)
+        xp.multiply(f, c_prev, out=c)
+        xp.multiply(i, g, out=self.tmp)
+        c += self.tmp
+        xp.tanh(c, out=tanh_c)
+        xp.multiply(o, tanh_c, out=h)
+
+    def backward(self, gates, c_prev, tanh_c, dh, dc, dgates):
+        """dh: grad of this step's h. dc: grad of c from later steps, in; of c_prev, out.
+        dgates (B, 4H) out: grad of the pre-activations [i, f, g, o]."""
+        xp, tmp = self.xp, self.tmp
+        i, f, g, o = self._split(gates)
+        di, df, dg, do = self._split(dgates)
+        xp.multiply(dh, tanh_c, out=do)            # h = o * tanh(c)
+        xp.multiply(do, tanh_c, out=tmp)           # dc += dh * o * (1 - tanh(c)^2)
+        xp.subtract(dh, tmp, out=tmp)
+        tmp *= o
+        dc += tmp
+        xp.multiply(dc, g, out=di)                 # c = f * c_prev + i * g
+        xp.multiply(dc, c_prev, out=df)
+        xp.multiply(dc, i, out=dg)
+        dc *= f
+        # Through the activations: sigmoid' = s (1 - s), tanh' = (1 - g) (1 + g).
+        # Both are (1 - a) (a + q) with q = 0 for a sigmoid column and 1 for the tanh one.
+        xp.subtract(1, gates, out=self.tmp_gates)
+        dgates *= self.tmp_gates
+        xp.add(gates, self.tanh_column, out=self.tmp_gates)
+        dgates *= self.tmp_gates
+
+
+class LSTMLayer(_SequenceOp):
+    """A whole LSTM layer in one direction (optionally with a projection), one node.
+
+    inputs:  x (T, B, I), h0 (B, P), c0 (B, H), W_ih (4H, I), W_hh (4H, P),
+             [b_ih (4H,), b_hh (4H,)] when bias, [W_hr (P, H)] when proj;  P = H without proj.
+    outputs: y (T, B, P) (h of every step), h_T (B, P), c_T (B, H) (the last visited step).
+
+        gates_t = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh = [i, f, g, o] pre-activations
+        c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g);  h_t = sigmoid(o) * tanh(c_t)
+        (then h_t W_hr^T with a projection).
+    """
+
+    num_outputs = 3
+
+    def __init__(self, reverse: bool = False, bias: bool = True, proj: bool = False,
+                 cuda_kernels: bool = True):
+        super().__init__(reverse, bias, cuda_kernels)
+        self.proj = proj
+
+    def _math(self, batch, hidden, dtype):
+        if self._use_kernels():
+            return fused_cuda.LSTMKernels(self.xp, batch, hidden, dtype)
+        return _LSTMMath(self.xp, batch, hidden, dtype)
+
+    def forward(self, x, h0, c0, W_ih, W_hh, *optional):
+        xp, reverse = self.xp, self.reverse
+        b_ih, b_hh = optional[:2] if self.bias else (None, None)
+        W_hr = optional[-1] if self.proj else None
+        T, B, _ = x.shape
+        H, P, dtype = c0.shape[1], h0.shape[1], x.dtype
+        math = self._math(B, H, dtype)
+        gates = _input_projection(xp, x, W_ih, None if b_ih is None else b_ih + b_hh)
+        cells = xp.empty((T + 1, B, H), dtype=dtype)  # c_0 .. c_T in visiting order
+        tanh_c = xp.empty((T, B, H), dtype=dtype)
+        y = xp.empty((T, B, P), dtype=dtype)
+        h_cell = xp.empty((T, B, H), dtype=dtype) if self.proj else y  # h before projection
+        recurrent = xp.empty((B, 4 * H), dtype=dtype)
+        cells[T if reverse else 0] = c0
+        h_prev, W_hh_T = h0, W_hh.T
+        for t in _steps(T, reverse):
+            new, prev = (t, t + 1) if reverse else (t + 1, t)
+            xp.matmul(h_prev, W_hh_T, out=recurrent)
+            math.forward(gates[t], recurrent, cells[prev], cells[new], tanh_c[t], h_cell[t])
+            if W_hr is not None:
+                xp.matmul(h_cell[t], W_hr.T, out=y[t])
+            h_prev = y[t]
+        self.saved = (x, h0, W_ih, W_hh, W_hr, gates, cells, tanh_c, y, h_cell, math)
+        return y, h_prev.copy(), cells[0 if reverse else T].copy()
+
+    def backward(self, grads):
+        dy, dh_last, dc_last = grads
+        xp, reverse = self.xp, self.reverse
+        x, h0, W_ih, W_hh, W_hr, gates, cells, tanh_c, y, h_cell, math = self.saved
+        T, B, P = y.shape
+        H = cells.shape[2]
+        dgates = xp.empty_like(gates)
+        dh = xp.zeros_like(h0) if dh_last is None else dh_last.copy()
+        dc = xp.zeros_like(cells[0]) if dc_last is None else dc_last.copy()
+        # With a projection, the step's h grad (B, P) is kept for dW_hr and mapped to (B, H).
+        dproj = xp.empty_like(y) if self.proj else None
+        dh_cell = xp.empty((B, H), dtype=y.dtype) if self.proj else dh
+        for t in _steps(T, not reverse):
+            prev = t + 1 if reverse else t
+            if self.proj:
+                if dy is None:
+                    dproj[t] = dh
+                else:
+                    xp.add(dy[t], dh, out=dproj[t])
+                xp.matmul(dproj[t], W_hr, out=dh_cell)
+            elif dy is not None:
+                dh += dy[t]
+            math.backward(gates[t], cells[prev], tanh_c[t], dh_cell, dc, dgates[t])
+            xp.matmul(dgates[t], W_hh, out=dh)
+        flat = dgates.reshape(T * B, 4 * H)
+        dx, dW_ih = _input_side_grads(self.needs_input_grad, flat, x, W_ih)
+        dW_hh = _recurrent_weight_grad(dgates, y, h0, reverse)
+        grads = [dx, dh, dc, dW_ih, dW_hh]
+        if self.bias:
+            db = flat.sum(axis=0)
+            grads += [db, db]
+        if self.proj:
+            grads.append(dproj.reshape(T * B, P).T @ h_cell.reshape(T * B, H))
+        return tuple(grads)
+
+
+# --------------------------------------------------------------------------- GRU
+
+
+class _GRUMath:
+    """One GRU step's elementwise math (PyTorch's form, reset gate after the matmul).
+
+    Gate order [r, z, n]. The scratch arrays are allocated once per layer call.
+    """
+
+    def __init__(self, xp, batch: int, hidden: int, dtype):
+        self.xp, self.H = xp, hidden
+        self.tmp = xp.empty((batch, hidden), dtype=dtype)
+        self.tmp2 = xp.empty((batch, hidden), dtype=dtype)
+
+    def forward(self, gates, recurrent, b_hn, h_prev, h_n, h):
+        """gates (B, 3H): x W_ih^T + b_ih (+ b_hr, b_hz) in, activations [r, z, n] out.
+        recurrent (B, 3H) = h_prev W_hh^T.  h_n out: h_prev W_hn^T + b_hn (kept for backward).
+
+        r, z = sigmoid(.);  n = tanh(x_n + r * h_n);  h = (1 - z) * n + z * h_prev.
+        """
+        xp, H = self.xp, self.H
+        rz = gates[:, :2 * H]
+        rz += recurrent[:, :2 * H]
+        rz *= 0.5                                  # sigmoid(a) = tanh(a/2) / 2 + 1/2
+        xp.tanh(rz, out=rz)
+        rz *= 0.5
+        rz += 0.5
+        r, z, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
+        if b_hn is None:
+            h_n[...] = recurrent[:, 2 * H:]
+        else:
+            xp.add(recurrent[:, 2 * H:], b_hn, out=h_n)
+        xp.multiply(r, h_n, out=self.tmp)
+        n += self.tmp
+        xp.tanh(n, out=n)
+        xp.subtract(h_prev, n, out=h)             # h = n + z * (h_prev - n)
+        h *= z
+        h += n
+
+    def backward(self, gates, h_n, h_prev, dh, dh_gates, dx_n):
+        """dh: grad of this step's h, in; its direct part dh * z, out (the caller adds the
+        part through W_hh). dh_gates (B, 3H) out: grads of h W_hh^T + b_hh. dx_n (B, H) out:
+        grad of the x-side n pre-activation (the x-side r, z grads equal the h-side ones)."""
+        xp, H, tmp, tmp2 = self.xp, self.H, self.tmp, self.tmp2
+        r, z, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
+        dr, dz, dhn = dh_gates[:, :H], dh_gates[:, H:2 * H], dh_gates[:, 2 * H:]
+        xp.subtract(1, z, out=tmp)                 # dn = dh * (1 - z), through tanh
+        tmp *= dh
+        xp.multiply(n, n, out=tmp2)
+        xp.subtract(1, tmp2, out=tmp2)
+        xp.multiply(tmp, tmp2, out=dx_n)
+        xp.subtract(h_prev, n, out=tmp)            # dz = dh * (h_prev - n), through sigmoid
+        tmp *= dh
+        xp.subtract(1, z, out=tmp2)
+        tmp2 *= z
+        xp.multiply(tmp, tmp2, out=dz)
+        xp.multiply(dx_n, h_n, out=tmp)            # n = tanh(x_n + r * h_n): dr = dn * h_n
+        xp.subtract(1, r, out=tmp2)
+        tmp2 *= r
+        xp.multiply(tmp, tmp2, out=dr)
+        xp.multiply(dx_n, r, out=dhn)              # d(h_n) = dn * r
+        dh *= z
+
+
+class GRULayer(_SequenceOp):
+    """A whole GRU layer (PyTorch's form) in one direction, one node.
+
+    inputs:  x (T, B, I), h0 (B, H), W_ih (3H, I), W_hh (3H, H), [b_ih (3H,), b_hh (3H,)].
+    outputs: y (T, B, H) (h of every step), h_T (B, H) (the last visited step).
+
+        r = sigmoid(x W_ir^T + b_ir + h W_hr^T + b_hr),  z likewise,
+        n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)),  h' = (1 - z) * n + z * h.
+    """
+
+    num_outputs = 2
+
+    def _math(self, batch, hidden, dtype):
+        if self._use_kernels():
+            return fused_cuda.GRUKernels(self.xp, batch, hidden, dtype)
+        return _GRUMath(self.xp, batch, hidden, dtype)
+
+    def forward(self, x, h0, W_ih, W_hh, *biases):
+        xp, reverse = self.xp, self.reverse
+        T, B, _ = x.shape
+        H, dtype = h0.shape[1], x.dtype
+        math = self._math(B, H, dtype)
+        b_hn = None
+        x_bias = None
+        if self.bias:
+            b_ih, b_hh = biases
+            x_bias = b_ih.copy()
+            x_bias[:2 * H] += b_hh[:2 * H]  # b_hr, b_hz add to the pre-activations directly
+            b_hn = b_hh[2 * H:]             # b_hn sits inside r * (.)
+        gates = _input_projection(xp, x, W_ih, x_bias)
+        h_n = xp.empty((T, B, H), dtype=dtype)
+        y = xp.empty((T, B, H), dtype=dtype)
+        recurrent = xp.empty((B, 3 * H), dtype=dtype)
+        h_prev, W_hh_T = h0, W_hh.T
+        for t in _steps(T, reverse):
+            xp.matmul(h_prev, W_hh_T, out=recurrent)
+            math.forward(gates[t], recurrent, b_hn, h_prev, h_n[t], y[t])
+            h_prev = y[t]
+        self.saved = (x, h0, W_ih, W_hh, gates, h_n, y, math)
+        return y, h_prev.copy()
+
+    def backward(self, grads):
+        dy, dh_last = grads
+        xp, reverse = self.xp, self.reverse
+        x, h0, W_ih, W_hh, gates, h_n, y, math = self.saved
+        T, B, H = y.shape
+        dgates = xp.empty_like(gates)         # h side first; its n columns become the x side
+        dx_n = xp.empty_like(y)
+        dh = xp.zeros_like(h0) if dh_last is None else dh_last.copy()
+        through_W_hh = xp.empty_like(h0)
+        for t in _steps(T, not reverse):
+            if dy is not None:
+                dh += dy[t]
+            first = t == (T - 1 if reverse else 0)
+            h_prev = h0 if first else y[t + 1 if reverse else t - 1]
+            math.backward(gates[t], h_n[t], h_prev, dh, dgates[t], dx_n[t])
+            xp.matmul(dgates[t], W_hh, out=through_W_hh)
+            dh += through_W_hh
+        flat = dgates.reshape(T * B, 3 * H)
+        dW_hh = _recurrent_weight_grad(dgates, y, h0, reverse)
+        db_hh = flat.sum(axis=0) if self.bias else None
+        dgates[:, :, 2 * H:] = dx_n           # now the grads of x W_ih^T + b_ih
+        dx, dW_ih = _input_side_grads(self.needs_input_grad, flat, x, W_ih)
+        grads = (dx, dh, dW_ih, dW_hh)
+        if self.bias:
+            grads += (flat.sum(axis=0), db_hh)
+        return grads
+
+
+# --------------------------------------------------------------------------- Elman RNN
+
+
+class RNNLayer(_SequenceOp):
+    """A whole Elman RNN layer in one direction, one node.
+
+    inputs:  x (T, B, I), h0 (B, H), W_ih (H, I), W_hh (H, H), [b_ih (H,), b_hh (H,)].
+    outputs: y (T, B, H), h_T (B, H).   h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh).
+    """
+
+    num_outputs = 2
+
+    def __init__(self, reverse: bool = False, bias: bool = True, nonlinearity: str = "tanh"):
+        super().__init__(reverse, bias)
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNLayer: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+
+    def forward(self, x, h0, W_ih, W_hh, *biases):
+        xp, reverse = self.xp, self.reverse
+        bias = biases[0] + biases[1] if self.bias else None
+        y = _input_projection(xp, x, W_ih, bias)  # pre-activations, turned into h in place
+        recurrent = xp.empty_like(h0)
+        h_prev, W_hh_T = h0, W_hh.T
+        for t in _steps(x.shape[0], reverse):
+            xp.matmul(h_prev, W_hh_T, out=recurrent)
+            h = y[t]
+            h += recurrent
+            if self.nonlinearity == "tanh":
+                xp.tanh(h, out=h)
+            else:
+                xp.maximum(h, 0, out=h)
+            h_prev = h
+        self.saved = (x, h0, W_ih, W_hh, y)
+        return y, h_prev.copy()
+
+    def backward(self, grads):
+        dy, dh_last = grads
+        xp, reverse = self.xp, self.reverse
+        x, h0, W_ih, W_hh, y = self.saved
+        T, B, H = y.shape
+        dpre = xp.empty_like(y)
+        dh = xp.zeros_like(h0) if dh_last is None else dh_last.copy()
+        derivative = xp.empty_like(h0)
+        for t in _steps(T, not reverse):
+            if dy is not None:
+                dh += dy[t]
+            if self.nonlinearity == "tanh":        # tanh' = 1 - h^2
+                xp.multiply(y[t], y[t], out=derivative)
+                xp.subtract(1, derivative, out=derivative)
+            else:                                  # relu' = 1 where h > 0 (h >= 0: sign(h))
+                xp.sign(y[t], out=derivative)
+            xp.multiply(dh, derivative, out=dpre[t])
+            xp.matmul(dpre[t], W_hh, out=dh)
+        flat = dpre.reshape(T * B, H)
+        dx, dW_ih = _input_side_grads(self.needs_input_grad, flat, x, W_ih)
+        grads = (dx, dh, dW_ih, _recurrent_weight_grad(dpre, y, h0, reverse))
+        if self.bias:
+            db = flat.sum(axis=0)
+            grads += (db, db)
+        return grads
+
