@@ -5,8 +5,9 @@ directory, so a later block can use what an earlier one defined (as a reader wou
 opts out only with a visible marker on its fence line: ```python no-run (for GPU-only code).
 
 docs/api.md is also checked against the code: every `tg.name(...)`-style signature in
-backticks must name something that exists, and the keyword names it shows must be real
-parameters of that function.
+backticks must name something that exists, and the keywords and defaults it shows must be
+those of that function. Every `tinygrad-rnn COMMAND` and its `--options` mentioned in the
+docs must exist in the command-line parser.
 """
 
 from __future__ import annotations
@@ -185,3 +186,37 @@ def test_api_md_names_exist(name, args):
         assert shown == actual, (
             f"api.md shows `{name}(... {keyword}={default} ...)`, but the default is {actual!r}")
 
+
+
+# --------------------------------------------------------------------------- the CLI
+
+CLI_SECTION = re.compile(r"^\* `tinygrad-rnn (\w+)`(.*?)(?=^\* |^#|^```|\Z)", re.M | re.S)
+COMMAND_LINE = re.compile(r"tinygrad-rnn (\w+)((?: [^\n`]*)?)")
+
+
+def cli_mentions() -> list[tuple[str, str]]:
+    """(command, --option) pairs the docs mention: in api.md's command list and in any
+    `tinygrad-rnn COMMAND --option ...` example line of the docs."""
+    found = set()
+    api = ROOT / "docs" / "api.md"
+    if api.exists():
+        for match in CLI_SECTION.finditer(api.read_text(encoding="utf-8")):
+            found.add((match.group(1), ""))
+            found.update((match.group(1), opt) for opt in re.findall(r"`(--[\w-]+)", match.group(2)))
+    for path in DOC_FILES:
+        for match in COMMAND_LINE.finditer(path.read_text(encoding="utf-8")):
+            found.add((match.group(1), ""))
+            found.update((match.group(1), opt) for opt in re.findall(r"(?<!\S)(--[\w-]+)", match.group(2)))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("command,option", cli_mentions(), ids=lambda v: v or "-")
+def test_cli_mentions_exist(command, option):
+    from tinygrad_rnn.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert command in subparsers.choices, f"the docs mention `tinygrad-rnn {command}`, which does not exist"
+    if option:
+        options = {s for a in subparsers.choices[command]._actions for s in a.option_strings}
+        assert option in options, f"the docs mention `tinygrad-rnn {command} {option}`, which does not exist"
