@@ -202,11 +202,13 @@ def cli_mentions() -> list[tuple[str, str]]:
     if api.exists():
         for match in CLI_SECTION.finditer(api.read_text(encoding="utf-8")):
             found.add((match.group(1), ""))
-            found.update((match.group(1), opt) for opt in re.findall(r"`(--[\w-]+)", match.group(2)))
+            options = re.findall(r"`(--[\w-]+)", match.group(2))
+            found.update((match.group(1), opt) for opt in options)
     for path in DOC_FILES:
         for match in COMMAND_LINE.finditer(path.read_text(encoding="utf-8")):
             found.add((match.group(1), ""))
-            found.update((match.group(1), opt) for opt in re.findall(r"(?<!\S)(--[\w-]+)", match.group(2)))
+            options = re.findall(r"(?<!\S)(--[\w-]+)", match.group(2))
+            found.update((match.group(1), opt) for opt in options)
     return sorted(found)
 
 
@@ -216,7 +218,9 @@ def test_cli_mentions_exist(command, option):
 
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert command in subparsers.choices, f"the docs mention `tinygrad-rnn {command}`, which does not exist"
+    assert command in subparsers.choices, (
+        f"the docs mention `tinygrad-rnn {command}`, which does not exist")
     if option:
         options = {s for a in subparsers.choices[command]._actions for s in a.option_strings}
-        assert option in options, f"the docs mention `tinygrad-rnn {command} {option}`, which does not exist"
+        assert option in options, (
+            f"the docs mention `tinygrad-rnn {command} {option}`, which does not exist")
