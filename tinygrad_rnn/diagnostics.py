@@ -1,0 +1,201 @@
+"""Looking inside backpropagation through time.
+
+hidden_grad_norms   ||dL/dh_t|| for every step t: the vanishing/exploding-gradient picture
+plot_grad_norms     those curves on a log scale, saved to a file (needs matplotlib)
+to_dot              the recorded graph of a Tensor as Graphviz DOT text
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .nn.cells import RNNCellBase
+from .nn.recurrent import RNNBase
+from .tensor import Tensor, enable_grad, stack
+
+
+def _as_input(x, like: Tensor) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    return Tensor(np.asarray(x), dtype=like.dtype, device=like.device)
+
+
+def _run_cell(cell: RNNCellBase, x: Tensor, hx) -> tuple[Tensor, list[Tensor]]:
+    """Loop a cell over x (T, B, I) or (T, I); return the stacked outputs and the h_t."""
+    state, hidden = hx, []
+    for x_t in x.unbind(0):
+        state = cell(x_t, state)
+        hidden.append(state[0] if isinstance(state, tuple) else state)
+    return stack(hidden, dim=0), hidden
+
+
+def hidden_grad_norms(layer, x, loss_fn: Callable | None = None, hx=None, *,
+                      layer_index: int = -1) -> np.ndarray:
+    """||dL/dh_t|| for t = 1..T, the gradient reaching each step's hidden state.
+
+    layer: an RNN, LSTM or GRU (any options) or a cell (RNNCell, LSTMCell, GRUCell, looped
+    over time). x: its input, a Tensor or array, (T, B, I) ((B, T, I) with batch_first).
+    loss_fn(output) -> scalar Tensor; the default, output[-1].sum() (the last step's output:
+    a many-to-one loss), makes the curve show how much gradient from the end reaches each
+    earlier step. h_t is the hidden state the recurrence carries from step t to t + 1 (h,
+    not c, for the LSTM), of layer `layer_index` (default the top one), both directions
+    together; the norm is taken over the batch and the features. dL/dh_t is the total
+    derivative: through the outputs and through every later step.
+
+    Returns a float64 NumPy array (T,). Parameter gradients are left as they were.
+    """
+    if isinstance(layer, RNNBase):
+        like = layer.weight_ih_l0
+    elif isinstance(layer, RNNCellBase):
+        like = layer.weight_ih
+    else:
+        raise TypeError(f"hidden_grad_norms: layer must be an RNN, LSTM, GRU or a cell, "
+                        f"got {type(layer).__name__}")
+    x = _as_input(x, like)
+    params = list(layer.parameters())
+    saved = [p.grad for p in params]
+    try:
+        with enable_grad():
+            if isinstance(layer, RNNBase):
+                if not -layer.num_layers <= layer_index < layer.num_layers:
+                    raise ValueError(f"hidden_grad_norms: layer_index must be in "
+                                     f"[-{layer.num_layers}, {layer.num_layers}), "
+                                     f"got {layer_index}")
+                layer._hidden_trace = {}
+                try:
+                    output, _ = layer(x, hx)
+                    trace = layer._hidden_trace
+                finally:
+                    layer._hidden_trace = None
+                index = layer_index % layer.num_layers
+                directions = [trace[(index, reverse)]
+                              for reverse in ((False, True) if layer.bidirectional else (False,))]
+                if layer.batch_first and output.ndim == 3:
+                    output = output.transpose(0, 1)  # the default loss reads time-major
+            else:
+                output, hidden = _run_cell(layer, x, hx)
+                directions = [hidden]
+            for hidden in directions:
+                for h in hidden:
+                    h.retain_grad()
+            loss = output[-1].sum() if loss_fn is None else loss_fn(output)
+            if not isinstance(loss, Tensor) or loss.numel() != 1:
+                raise ValueError("hidden_grad_norms: loss_fn must return a one-element Tensor")
+            loss.backward()
+        norms = np.zeros(len(directions[0]))
+        for hidden in directions:
+            for t, h in enumerate(hidden):
+                if h.grad is not None:
+                    norms[t] += float((h.grad.numpy().astype(np.float64) ** 2).sum())
+        return np.sqrt(norms)
+    finally:
+        for p, g in zip(params, saved, strict=True):
+            p.grad = g
+
+
+def plot_grad_norms(norms: dict, path, title: str = "Gradient norm per time step",
+                    xlabel: str = "time step t", ylabel: str = "||dL/dh_t||"):
+    """Plot curves {label: (T,) array} on a log scale and save the figure to `path`.
+
+    Needs matplotlib (used with the non-interactive Agg backend). Returns the path.
+    """
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError("plot_grad_norms needs matplotlib: pip install matplotlib") from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    try:
+        for label, values in norms.items():
+            values = np.asarray(values, dtype=np.float64)
+            steps = np.arange(1, len(values) + 1)
+            # zeros (no gradient at all) cannot be drawn on a log axis
+            axes.plot(steps, np.where(values > 0, values, np.nan), label=str(label))
+        axes.set_yscale("log")
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel(ylabel)
+        axes.set_title(title)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+    return path
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _shape(shape) -> str:
+    return str(tuple(int(n) for n in shape))
+
+
+def to_dot(tensor: Tensor, names: dict | None = None) -> str:
+    """The graph recorded for `tensor`, as Graphviz DOT text (render with `dot -Tsvg`).
+
+    One node per op (box, labelled with the op's name and output shape) and one per leaf
+    (ellipse: tensors that require grad, constants in grey), and an edge from
+    each op's inputs to the op. `names` ({label: Tensor}, e.g. dict(model.named_parameters()))
+    labels those leaves by name. Call it before backward(), which frees the graph.
+    """
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"to_dot: expected a Tensor, got {type(tensor).__name__}")
+    leaf_names = {id(t): name for name, t in (names or {}).items()}
+    nodes: list[str] = []
+    edges: list[str] = []
+    ids: dict[int, str] = {}
+
+    def leaf_node(t: Tensor) -> str:
+        key = id(t)
+        if key not in ids:
+            ids[key] = f"leaf{len(ids)}"
+            name = leaf_names.get(key)
+            kind = name if name is not None else ("leaf" if t.requires_grad else "const")
+            style = "" if t.requires_grad else ", style=filled, fillcolor=lightgrey"
+            nodes.append(f"  {ids[key]} [shape=ellipse, label="
+                         f"{_quote(f'{kind} {_shape(t.shape)}')}{style}];")
+        return ids[key]
+
+    order = []
+    if tensor._node is None:
+        leaf_node(tensor)
+    else:
+        # output shapes of each op, learnt from the tensors that carry them
+        out_shapes = {id(tensor._node): {tensor._index: tensor.shape}}
+        seen, pending = {id(tensor._node)}, [tensor._node]
+        while pending:  # iterative: graphs of long sequences are deep
+            node = pending.pop()
+            inputs = node.__dict__.get("inputs")
+            if inputs is None:
+                raise RuntimeError("to_dot: the graph was freed by backward(); call to_dot "
+                                   "before backward() (or use backward(retain_graph=True))")
+            order.append(node)
+            for t in inputs:
+                child = t._node
+                if child is not None:
+                    out_shapes.setdefault(id(child), {})[t._index] = t.shape
+                    if id(child) not in seen:
+                        seen.add(id(child))
+                        pending.append(child)
+        for node in order:
+            ids[id(node)] = f"op{len(ids)}"
+            shapes = out_shapes[id(node)]
+            if node.num_outputs > 1:
+                shape_text = f"{node.num_outputs} outputs, e.g. {_shape(shapes[min(shapes)])}"
+            else:
+                shape_text = _shape(shapes[0])
+            label = f"{type(node).__name__} {shape_text}"
+            nodes.append(f"  {ids[id(node)]} [shape=box, label={_quote(label)}];")
+        for node in order:
+            for t in node.inputs:
+                source = ids[id(t._node)] if t._node is not None else leaf_node(t)
+                edges.append(f"  {source} -> {ids[id(node)]};")
+    header = ["digraph tinygrad_rnn {", "  rankdir=LR;",
+              '  node [fontname="Helvetica", fontsize=10];']
+    return "\n".join(header + nodes + edges + ["}"]) + "\n"
