@@ -188,6 +188,34 @@ def test_api_md_names_exist(name, args):
 
 
 
+# Packages whose every public name is documented; for plain modules, the names they define.
+COVERED = ("tg", "F", "nn", "init", "nn.utils", "optim", "lr_scheduler", "io", "diagnostics",
+           "backend")
+
+
+def public_names() -> list[str]:
+    names = []
+    for prefix in COVERED:
+        module = importlib.import_module(PREFIXES[prefix])
+        listed = getattr(module, "__all__", None)
+        is_package = hasattr(module, "__path__")
+        for name in listed or dir(module):
+            obj = getattr(module, name)
+            if name.startswith("_") or inspect.ismodule(obj):
+                continue
+            defined_here = getattr(obj, "__module__", None) == module.__name__
+            if listed or is_package or defined_here:
+                names.append(f"{prefix}.{name}")
+    return names
+
+
+@pytest.mark.parametrize("name", public_names())
+def test_public_name_is_documented(name):
+    path = ROOT / "docs" / "api.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    assert re.search(re.escape(name) + r"\b", text), f"docs/api.md does not document `{name}`"
+
+
 # --------------------------------------------------------------------------- the CLI
 
 CLI_SECTION = re.compile(r"^\* `tinygrad-rnn (\w+)`(.*?)(?=^\* |^#|^```|\Z)", re.M | re.S)
