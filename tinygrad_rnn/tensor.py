@@ -564,6 +564,8 @@ def _unbroadcast(grad, shape):
     if grad.shape == shape:
         return grad
     extra = grad.ndim - len(shape)
+    if extra < 0:
+        return grad  # fewer dims than the input: not a broadcast; the caller reports it
     if extra > 0:
         grad = grad.sum(axis=tuple(range(extra)))
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
@@ -594,7 +596,7 @@ def _run_backward(root: Tensor, grad, retain_graph: bool) -> None:
             for index, ref in retained.items():
                 t = ref()
                 if t is not None and grads[index] is not None:
-                    t.grad = Tensor._wrap(grads[index].copy())
+                    _accumulate_leaf(t, grads[index])  # accumulates like a leaf (PyTorch)
         input_grads = fn.backward(grads[0] if fn.num_outputs == 1 else grads)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)

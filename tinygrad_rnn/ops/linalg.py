@@ -22,10 +22,11 @@ class MatMul(Function):
         a, b = self.a, self.b
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        if a.ndim == 1:
-            dy = xp.expand_dims(dy, -2)
+        # Column axis first: for vector @ vector dy is 0-d and becomes (1,), then (1, 1).
         if b.ndim == 1:
             dy = xp.expand_dims(dy, -1)
+        if a.ndim == 1:
+            dy = xp.expand_dims(dy, -2)
         da = dy @ xp.swapaxes(b2, -1, -2)
         db = xp.swapaxes(a2, -1, -2) @ dy
         if a.ndim == 1:
