@@ -331,6 +331,14 @@ class RNNCellBase(Module):
             else:
                 state = zeros(expected, dtype=x.dtype, device=x.device)
         else:
+            if not isinstance(state, Tensor):
+                raise TypeError(f"{name}: {state_name} must be a Tensor, "
+                                f"got {type(state).__name__}")
+            if state.dtype != x.dtype:
+                raise TypeError(f"{name}: {state_name}.dtype must be {x.dtype}, got {state.dtype}")
+            if state.device != x.device:
+                raise RuntimeError(f"{name}: {state_name} is on '{state.device}' but input is on "
+                                   f"'{x.device}'")
             if not batched and state.ndim == 1:
                 state = state.unsqueeze(0)
             if tuple(state.shape) != expected:
@@ -414,6 +422,8 @@ class LSTMCell(RNNCellBase):
             set_forget_bias(self.bias_ih, self.bias_hh, forget_bias, self.hidden_size, cifg)
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None):  # noqa: A002
+        if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise TypeError("LSTMCell: hx must be a tuple (h, c)")
         h, c = (None, None) if hx is None else hx
         x, h, batched = self._prepare(input, h, "hx[0]", self._initial("h_0"))
         _, c, _ = self._prepare(input, c, "hx[1]", self._initial("c_0"))

@@ -20,6 +20,7 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..tensor import Tensor, cat, stack, where, zeros
+from . import fast_path
 from .cells import (
     NONLINEARITIES,
     broadcast_state,
@@ -35,7 +36,6 @@ from .cells import (
     rnn_step,
     set_forget_bias,
 )
-from . import fast_path
 from .layers import _check_positive_int, _empty
 from .module import Module
 
@@ -190,6 +190,9 @@ class RNNBase(Module):
                       else "(seq_len, batch, input_size)")
             raise ValueError(f"{name}: input must be 3-D {layout} or 2-D (seq_len, input_size), "
                              f"got shape {x.shape}")
+        steps = x.shape[1] if x.ndim == 3 and self.batch_first else x.shape[0]
+        if steps == 0:
+            raise ValueError(f"{name}: input must have at least one time step, got shape {x.shape}")
         if x.shape[-1] != self.input_size:
             raise ValueError(f"{name}: input.shape[-1] must be input_size={self.input_size}, "
                              f"got {x.shape[-1]}")
