@@ -183,6 +183,9 @@ def test_pad_sequence_shapes_values_and_lengths(rng):
     np.testing.assert_array_equal(first.numpy()[2, 1:], -1.0)
     one_d = pad_sequence([np.arange(3.0), np.arange(1.0)])
     np.testing.assert_array_equal(one_d.numpy(), [[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]])
+    tokens = pad_sequence([np.arange(3), np.arange(1)], batch_first=True, padding_value=-1)
+    assert tokens.dtype == np.int64  # token ids stay integers
+    np.testing.assert_array_equal(tokens.numpy(), [[0, 1, 2], [0, -1, -1]])
 
 
 def test_pad_sequence_matches_torch(rng):

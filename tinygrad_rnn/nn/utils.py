@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .. import backend
-from ..tensor import Tensor, cat, stack, zeros
+from ..tensor import Tensor, cat, full, stack
 
 try:  # optim.clip imports nothing from nn, so this is not a cycle
     from ..optim.clip import clip_grad_norm_, clip_grad_value_  # noqa: F401
@@ -54,9 +54,8 @@ def pad_sequence(sequences: Sequence, batch_first: bool = False, padding_value: 
     padded = []
     for t in tensors:
         if t.shape[0] < longest:
-            pad = zeros(longest - t.shape[0], *t.shape[1:], dtype=t.dtype, device=t.device)
-            if padding_value:
-                pad = pad + padding_value
+            pad = full((longest - t.shape[0], *t.shape[1:]), padding_value, dtype=t.dtype,
+                       device=t.device)
             t = cat([t, pad], dim=0)
         padded.append(t)
     batch = stack(padded, dim=0 if batch_first else 1)
