@@ -1,6 +1,6 @@
 """Layers, cells and losses with PyTorch's names (torch.nn)."""
 
-from . import init  # noqa: F401
+from . import init, utils  # noqa: F401
 from .cells import GRUCell, LSTMCell, RNNCell  # noqa: F401
 from .layers import (  # noqa: F401
     Dropout, Embedding, Flatten, Identity, LayerNorm, Linear, LogSoftmax, ReLU, Sigmoid, Softmax,
