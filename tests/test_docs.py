@@ -81,6 +81,19 @@ def test_python_blocks_run(path, tmp_path, monkeypatch):
             pass
 
 
+PATH_MENTION = re.compile(r"`((?:examples|benchmarks|docs|tests|tinygrad_rnn)/[\w./-]+)`")
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_mentioned_files_exist(path):
+    """Files the docs point at (`examples/x.py`, `benchmarks/results/y.md`, ...) exist."""
+    for mention in PATH_MENTION.findall(path.read_text(encoding="utf-8")):
+        if "*" in mention:
+            assert list(ROOT.glob(mention)), f"{path.name} mentions `{mention}`: no such files"
+        elif mention != "benchmarks/results/recurrent.md":  # written by `make bench`
+            assert (ROOT / mention).exists(), f"{path.name} mentions `{mention}`, which is missing"
+
+
 # --------------------------------------------------------------------------- api.md names
 
 # The short names api.md uses, and the module each one stands for.
