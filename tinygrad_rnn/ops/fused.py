@@ -96,6 +96,8 @@ class _LSTMMath:
         self.offset[2 * hidden:3 * hidden] = 0
         self.tanh_column = 1 - 2 * self.offset  # 1 on the g columns, 0 elsewhere
         self.tmp = xp.empty((batch, hidden), dtype=dtype)
+        self.tmp2 = xp.empty((batch, hidden), dtype=dtype)
+        self.derivative = xp.empty((batch, 4 * hidden), dtype=dtype)
         self.tmp_gates = xp.empty((batch, 4 * hidden), dtype=dtype)
 
     def _split(self, gates):
@@ -120,27 +122,32 @@ class _LSTMMath:
         xp.tanh(c, out=tanh_c)
         xp.multiply(o, tanh_c, out=h)
 
-    def backward(self, gates, c_prev, tanh_c, dh, dc, dgates):
-        """dh: grad of this step's h. dc: grad of c from later steps, in; of c_prev, out.
-        dgates (B, 4H) out: grad of the pre-activations [i, f, g, o]."""
-        xp, tmp = self.xp, self.tmp
+    def backward(self, gates, c_prev, tanh_c, dh, dc):
+        """gates (B, 4H): activations in, grads of the pre-activations [i, f, g, o] out.
+        dh: grad of this step's h. dc: grad of c from later steps in, grad of c_prev out.
+
+        Each activation is read before its slot is overwritten by its gradient.
+        """
+        xp, tmp, tmp2 = self.xp, self.tmp, self.tmp2
         i, f, g, o = self._split(gates)
-        di, df, dg, do = self._split(dgates)
-        xp.multiply(dh, tanh_c, out=do)            # h = o * tanh(c)
-        xp.multiply(do, tanh_c, out=tmp)           # dc += dh * o * (1 - tanh(c)^2)
+        # Derivatives of the activations, while they are still there: sigmoid' = s (1 - s),
+        # tanh' = (1 - g) (1 + g); both are (1 - a) (a + q) with q = 1 on g, 0 elsewhere.
+        xp.subtract(1, gates, out=self.derivative)
+        xp.add(gates, self.tanh_column, out=self.tmp_gates)
+        self.derivative *= self.tmp_gates
+        xp.multiply(dh, tanh_c, out=tmp2)          # h = o * tanh(c): do = dh * tanh(c)
+        xp.multiply(tmp2, tanh_c, out=tmp)         # dc += dh * o * (1 - tanh(c)^2)
         xp.subtract(dh, tmp, out=tmp)
         tmp *= o
         dc += tmp
-        xp.multiply(dc, g, out=di)                 # c = f * c_prev + i * g
-        xp.multiply(dc, c_prev, out=df)
-        xp.multiply(dc, i, out=dg)
-        dc *= f
-        # Through the activations: sigmoid' = s (1 - s), tanh' = (1 - g) (1 + g).
-        # Both are (1 - a) (a + q) with q = 0 for a sigmoid column and 1 for the tanh one.
-        xp.subtract(1, gates, out=self.tmp_gates)
-        dgates *= self.tmp_gates
-        xp.add(gates, self.tanh_column, out=self.tmp_gates)
-        dgates *= self.tmp_gates
+        xp.copyto(o, tmp2)
+        xp.multiply(dc, i, out=tmp)                # c = f * c_prev + i * g: dg = dc * i,
+        xp.multiply(dc, g, out=i)                  # di = dc * g,
+        xp.copyto(g, tmp)
+        xp.multiply(dc, f, out=tmp)                # dc_prev = dc * f,
+        xp.multiply(dc, c_prev, out=f)             # df = dc * c_prev
+        xp.copyto(dc, tmp)
+        gates *= self.derivative
 
 
 class LSTMLayer(_SequenceOp):
@@ -153,6 +160,10 @@ class LSTMLayer(_SequenceOp):
         gates_t = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh = [i, f, g, o] pre-activations
         c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g);  h_t = sigmoid(o) * tanh(c_t)
         (then h_t W_hr^T with a projection).
+
+    Memory: like a hand-written NumPy LSTM, the backward writes the gate gradients over the
+    saved gate activations of the same step, so one (T, B, 4H) buffer serves both. A second
+    backward through the same graph (retain_graph=True) first recomputes the forward.
     """
 
     num_outputs = 3
@@ -168,6 +179,10 @@ class LSTMLayer(_SequenceOp):
         return _LSTMMath(self.xp, batch, hidden, dtype)
 
     def forward(self, x, h0, c0, W_ih, W_hh, *optional):
+        self.arrays = (x, h0, c0, W_ih, W_hh, *optional)
+        return self._forward(*self.arrays)
+
+    def _forward(self, x, h0, c0, W_ih, W_hh, *optional):
         xp, reverse = self.xp, self.reverse
         b_ih, b_hh = optional[:2] if self.bias else (None, None)
         W_hr = optional[-1] if self.proj else None
@@ -189,16 +204,20 @@ class LSTMLayer(_SequenceOp):
             if W_hr is not None:
                 xp.matmul(h_cell[t], W_hr.T, out=y[t])
             h_prev = y[t]
-        self.saved = (x, h0, W_ih, W_hh, W_hr, gates, cells, tanh_c, y, h_cell, math)
+        self.saved = (gates, cells, tanh_c, y, h_cell, math)
         return y, h_prev.copy(), cells[0 if reverse else T].copy()
 
     def backward(self, grads):
         dy, dh_last, dc_last = grads
         xp, reverse = self.xp, self.reverse
-        x, h0, W_ih, W_hh, W_hr, gates, cells, tanh_c, y, h_cell, math = self.saved
+        if self.saved is None:  # a second backward: the first one used up the activations
+            self._forward(*self.arrays)
+        x, h0, _, W_ih, W_hh, *optional = self.arrays
+        W_hr = optional[-1] if self.proj else None
+        gates, cells, tanh_c, y, h_cell, math = self.saved
+        self.saved = None
         T, B, P = y.shape
         H = cells.shape[2]
-        dgates = xp.empty_like(gates)
         dh = xp.zeros_like(h0) if dh_last is None else dh_last.copy()
         dc = xp.zeros_like(cells[0]) if dc_last is None else dc_last.copy()
         # With a projection, the step's h grad (B, P) is kept for dW_hr and mapped to (B, H).
@@ -214,8 +233,9 @@ class LSTMLayer(_SequenceOp):
                 xp.matmul(dproj[t], W_hr, out=dh_cell)
             elif dy is not None:
                 dh += dy[t]
-            math.backward(gates[t], cells[prev], tanh_c[t], dh_cell, dc, dgates[t])
-            xp.matmul(dgates[t], W_hh, out=dh)
+            math.backward(gates[t], cells[prev], tanh_c[t], dh_cell, dc)
+            xp.matmul(gates[t], W_hh, out=dh)
+        dgates = gates  # now the gradients of the pre-activations
         flat = dgates.reshape(T * B, 4 * H)
         dx, dW_ih = _input_side_grads(self.needs_input_grad, flat, x, W_ih)
         dW_hh = _recurrent_weight_grad(dgates, y, h0, reverse)
@@ -376,7 +396,8 @@ class RNNLayer(_SequenceOp):
     def __init__(self, reverse: bool = False, bias: bool = True, nonlinearity: str = "tanh"):
         super().__init__(reverse, bias)
         if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"RNNLayer: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+            raise ValueError(f"RNNLayer: nonlinearity must be 'tanh' or 'relu', "
+                             f"got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
 
     def forward(self, x, h0, W_ih, W_hh, *biases):

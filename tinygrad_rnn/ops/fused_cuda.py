@@ -41,18 +41,18 @@ _LSTM_FORWARD = (
     "tinygrad_rnn_lstm_step_forward",
 )
 
-_LSTM_BACKWARD = (
-    "raw T gates, T c_prev, T tanh_c, T dh, int32 H",
-    "T dc, raw T dgates",
+_LSTM_BACKWARD = (  # gates: activations in, gradients of the pre-activations out
+    "T c_prev, T tanh_c, T dh, int32 H",
+    "T dc, raw T gates",
     """
     const ptrdiff_t row = (ptrdiff_t)(i / H) * 4 * H + i % H;
     const T gi = gates[row], gf = gates[row + H], gg = gates[row + 2 * H];
     const T go = gates[row + 3 * H];
     const T dc_total = dc + dh * go * (T(1) - tanh_c * tanh_c);
-    dgates[row] = dc_total * gg * gi * (T(1) - gi);
-    dgates[row + H] = dc_total * c_prev * gf * (T(1) - gf);
-    dgates[row + 2 * H] = dc_total * gi * (T(1) - gg * gg);
-    dgates[row + 3 * H] = dh * tanh_c * go * (T(1) - go);
+    gates[row] = dc_total * gg * gi * (T(1) - gi);
+    gates[row + H] = dc_total * c_prev * gf * (T(1) - gf);
+    gates[row + 2 * H] = dc_total * gi * (T(1) - gg * gg);
+    gates[row + 3 * H] = dh * tanh_c * go * (T(1) - go);
     dc = dc_total * gf;
     """,
     "tinygrad_rnn_lstm_step_backward",
@@ -108,8 +108,8 @@ class LSTMKernels:
     def forward(self, gates, recurrent, c_prev, c, tanh_c, h):
         self._forward(recurrent, c_prev, self.H, gates, c, tanh_c, h)
 
-    def backward(self, gates, c_prev, tanh_c, dh, dc, dgates):
-        self._backward(gates, c_prev, tanh_c, dh, self.H, dc, dgates)
+    def backward(self, gates, c_prev, tanh_c, dh, dc):
+        self._backward(c_prev, tanh_c, dh, self.H, dc, gates)
 
 
 class GRUKernels:

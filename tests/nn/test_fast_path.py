@@ -1,0 +1,244 @@
+"""The recurrent layers' fast path (one fused node per layer and direction, ops/fused.py)
+gives the composed per-step path's numbers: outputs, final states and every gradient, over
+the grid of layer options, in float64 with a tight tolerance; and float32 stays float32."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import tinygrad_rnn as tg
+from tinygrad_rnn import nn
+from tinygrad_rnn.nn import fast_path
+from tinygrad_rnn.ops import fused
+
+SEQ, BATCH, INPUT, HIDDEN, PROJ = 5, 3, 4, 5, 3
+KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+
+def _layer(kind, dtype=np.float64, device="cpu", **options):
+    if kind.startswith("rnn"):
+        options["nonlinearity"] = kind[4:]
+    cls = {"lstm": nn.LSTM, "gru": nn.GRU}.get(kind, nn.RNN)
+    tg.manual_seed(0)
+    return cls(INPUT, HIDDEN, dtype=dtype, device=device, **options)
+
+
+def _run(layer, x, states, fast, loss_on=("output", "state")):
+    """Forward + backward with a random-weighted loss; everything the test compares."""
+    layer.fast = fast
+    layer.zero_grad()
+    x = tg.tensor(x, requires_grad=True, device=layer.weight_ih_l0.device)
+    states = [tg.tensor(s, requires_grad=True, device=x.device) for s in states]
+    hx = None if not states else states[0] if len(states) == 1 else tuple(states)
+    out, final = layer(x, hx)
+    finals = final if isinstance(final, tuple) else (final,)
+    rng = np.random.default_rng(1)
+    loss = 0.0
+    for name, t in [("output", out)] + [("state", f) for f in finals]:
+        if name in loss_on:
+            weight = rng.standard_normal(t.shape).astype(t.dtype)
+            loss = (t * tg.tensor(weight, device=t.device)).sum() + loss
+    loss.backward()
+    result = {"output": out, **{f"final{k}": f for k, f in enumerate(finals)}, "dx": x.grad}
+    result.update({f"d{k}": s.grad for k, s in enumerate(states)})
+    result.update({f"d{name}": p.grad for name, p in layer.named_parameters()})
+    return {k: None if v is None else v.numpy() for k, v in result.items()}
+
+
+def _assert_same(fast, composed, rtol=1e-10, atol=1e-12):
+    assert fast.keys() == composed.keys()
+    for key in fast:
+        if composed[key] is None:
+            assert fast[key] is None or not fast[key].any(), key
+            continue
+        assert fast[key].dtype == composed[key].dtype, key
+        np.testing.assert_allclose(fast[key], composed[key], rtol=rtol, atol=atol, err_msg=key)
+
+
+def _inputs(layer, rng, batch_first=False, with_state=False):
+    shape = (BATCH, SEQ, INPUT) if batch_first else (SEQ, BATCH, INPUT)
+    x = rng.standard_normal(shape)
+    states = []
+    if with_state:
+        layers = layer.num_layers * layer.num_directions
+        states.append(rng.standard_normal((layers, BATCH, layer.output_size)))
+        if isinstance(layer, nn.LSTM):
+            states.append(rng.standard_normal((layers, BATCH, HIDDEN)))
+    return x, states
+
+
+GRID = [
+    (kind, layers, bidirectional, batch_first, bias, proj, with_state)
+    for kind, layers, bidirectional, batch_first, bias, proj, with_state in itertools.product(
+        KINDS, (1, 2), (False, True), (False, True), (True, False), (0, PROJ), (False, True))
+    if not (proj and kind != "lstm")
+]
+
+
+@pytest.mark.parametrize("kind,layers,bidirectional,batch_first,bias,proj,with_state", GRID)
+def test_fast_equals_composed_over_the_option_grid(rng, kind, layers, bidirectional,
+                                                    batch_first, bias, proj, with_state):
+    options = dict(num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
+                   bias=bias)
+    if proj:
+        options["proj_size"] = proj
+    layer = _layer(kind, **options)
+    x, states = _inputs(layer, rng, batch_first, with_state)
+    assert fast_path.applies(layer)
+    _assert_same(_run(layer, x, states, True), _run(layer, x, states, False))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("loss_on", [("output",), ("state",)])
+def test_loss_on_outputs_only_or_final_states_only(rng, kind, loss_on):
+    """Outputs that get no gradient reach the fused op as None."""
+    layer = _layer(kind, num_layers=2, bidirectional=True)
+    x, states = _inputs(layer, rng, with_state=True)
+    _assert_same(_run(layer, x, states, True, loss_on), _run(layer, x, states, False, loss_on))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_float32_stays_float32_and_matches(rng, kind, device):
+    layer = _layer(kind, dtype=np.float32, device=device, num_layers=2, bidirectional=True)
+    x, states = _inputs(layer, rng, with_state=True)
+    x = x.astype(np.float32)
+    states = [s.astype(np.float32) for s in states]
+    fast, composed = _run(layer, x, states, True), _run(layer, x, states, False)
+    for key, value in fast.items():
+        assert value.dtype == np.float32, key
+    _assert_same(fast, composed, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_matches_cpu(rng, kind, device):
+    """On the GPU the fast path (with its fused kernels) gives the CPU's numbers."""
+    layer = _layer(kind, device=device, num_layers=2, bidirectional=True)
+    x, states = _inputs(layer, rng, with_state=True)
+    on_device = _run(layer, x, states, True)
+    cpu_layer = _layer(kind, num_layers=2, bidirectional=True)
+    cpu_layer.load_state_dict(layer.state_dict())
+    _assert_same(on_device, _run(cpu_layer, x, states, True))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_unbatched_input(rng, kind):
+    layer = _layer(kind, num_layers=2)
+    x = rng.standard_normal((SEQ, INPUT))
+    _assert_same(_run(layer, x, [], True), _run(layer, x, [], False))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_learned_initial_state_and_inter_layer_dropout(rng, kind):
+    layer = _layer(kind, num_layers=3, dropout=0.5, learn_initial_state=True)
+    for p in (layer.h_0,) + ((layer.c_0,) if kind == "lstm" else ()):
+        p.data[...] = rng.standard_normal(p.shape)
+    x, _ = _inputs(layer, rng)
+    results = []
+    for fast in (True, False):
+        tg.manual_seed(5)  # the same dropout masks for both paths
+        results.append(_run(layer, x, [], fast))
+    _assert_same(*results)
+
+
+def test_recurrent_dropout_uses_the_fast_path_only_in_eval_mode(rng):
+    layer = _layer("lstm", recurrent_dropout=0.3)
+    assert not fast_path.applies(layer)
+    layer.eval()
+    assert fast_path.applies(layer)
+    x, _ = _inputs(layer, rng)
+    _assert_same(_run(layer, x, [], True), _run(layer, x, [], False))
+
+
+@pytest.mark.parametrize("kind,options", [
+    ("lstm", dict(peephole=True)), ("lstm", dict(cifg=True)), ("lstm", dict(layer_norm=True)),
+    ("gru", dict(reset_after=False)), ("rnn_tanh", dict(zoneout=0.2)),
+])
+def test_variants_fall_back_to_the_composed_path(rng, kind, options):
+    layer = _layer(kind, **options)
+    assert not fast_path.applies(layer)
+    x, _ = _inputs(layer, rng)
+    out, _ = layer(tg.tensor(x))
+    assert not isinstance(out._node, (fused.LSTMLayer, fused.GRULayer, fused.RNNLayer))
+
+
+def test_the_fast_path_is_one_node_and_forget_bias_keeps_it(rng):
+    layer = _layer("lstm", forget_bias=1.0)
+    x, _ = _inputs(layer, rng)
+    out, (h, c) = layer(tg.tensor(x, requires_grad=True))
+    assert isinstance(out._node, fused.LSTMLayer)
+    layer.fast = False
+    out, _ = layer(tg.tensor(x, requires_grad=True))
+    assert not isinstance(out._node, fused.LSTMLayer)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lengths_fall_back_and_stay_correct(rng, kind):
+    layer = _layer(kind, bidirectional=True)
+    assert not fast_path.applies(layer, lengths=np.array([5, 2, 4]))
+    x, _ = _inputs(layer, rng)
+    lengths = [5, 2, 4]
+    outputs = []
+    for fast in (True, False):
+        layer.fast = fast
+        outputs.append(layer(tg.tensor(x), lengths=lengths)[0].numpy())
+    np.testing.assert_array_equal(*outputs)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_retain_graph_second_backward_doubles_the_gradients(rng, kind):
+    """The LSTM op reuses its activation buffer for the gradients; a second backward
+    recomputes the forward, so retain_graph=True works as on the composed path."""
+    layer = _layer(kind, bidirectional=True, **({"proj_size": PROJ} if kind == "lstm" else {}))
+    x, _ = _inputs(layer, rng)
+    grads = {}
+    for fast in (True, False):
+        layer.fast = fast
+        layer.zero_grad()
+        xt = tg.tensor(x, requires_grad=True)
+        out, _ = layer(xt)
+        loss = (out * out).sum()
+        loss.backward(retain_graph=True)
+        once = [p.grad.numpy().copy() for p in layer.parameters()] + [xt.grad.numpy().copy()]
+        loss.backward()
+        twice = [p.grad.numpy() for p in layer.parameters()] + [xt.grad.numpy()]
+        for a, b in zip(once, twice, strict=True):
+            np.testing.assert_allclose(b, 2 * a, rtol=1e-12, atol=1e-14)
+        grads[fast] = twice
+    for a, b in zip(grads[True], grads[False], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_no_grad_forward_matches(rng):
+    layer = _layer("lstm", num_layers=2, bidirectional=True)
+    x, _ = _inputs(layer, rng)
+    with tg.no_grad():
+        layer.fast = True
+        fast = layer(tg.tensor(x))[0]
+        layer.fast = False
+        composed = layer(tg.tensor(x))[0]
+    assert fast._node is None
+    np.testing.assert_allclose(fast.numpy(), composed.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("op,inputs", [
+    (fused.LSTMLayer, dict(proj=True)), (fused.LSTMLayer, dict(reverse=True)),
+    (fused.GRULayer, dict(reverse=True)), (fused.GRULayer, dict(bias=False)),
+    (fused.RNNLayer, dict(nonlinearity="tanh", reverse=True)),
+])
+def test_fused_ops_pass_gradcheck(rng, op, inputs):
+    """The hand-written BPTT against central differences, independently of the composed path."""
+    T, B, I, H, P = 3, 2, 3, 2, 1
+    gates = {fused.LSTMLayer: 4, fused.GRULayer: 3, fused.RNNLayer: 1}[op]
+    proj = inputs.get("proj", False)
+    out = P if proj else H
+
+    def t(*shape):
+        return tg.tensor(rng.standard_normal(shape) * 0.5, requires_grad=True)
+    args = [t(T, B, I), t(B, out)] + ([t(B, H)] if op is fused.LSTMLayer else [])
+    args += [t(gates * H, I), t(gates * H, out)]
+    if inputs.get("bias", True):
+        args += [t(gates * H), t(gates * H)]
+    if proj:
+        args.append(t(P, H))
+    assert tg.gradcheck(lambda *a: tg.apply_op(op, *a, **inputs), args)
