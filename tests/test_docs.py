@@ -265,3 +265,18 @@ def test_cli_mentions_exist(command, option):
         options = {s for a in subparsers.choices[command]._actions for s in a.option_strings}
         assert option in options, (
             f"the docs mention `tinygrad-rnn {command} {option}`, which does not exist")
+
+
+def test_every_cli_option_is_documented():
+    from tinygrad_rnn.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    documented = set(cli_mentions())
+    missing = [f"{command} {option}"
+               for command, sub in subparsers.choices.items()
+               for action in sub._actions for option in action.option_strings
+               if option.startswith("--") and option != "--help"
+               and (command, option) not in documented]
+    missing += [command for command in subparsers.choices if (command, "") not in documented]
+    assert not missing, f"docs/api.md does not document: {', '.join(missing)}"
