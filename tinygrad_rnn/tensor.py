@@ -521,7 +521,7 @@ def _apply(fn_cls, *inputs: Tensor, **params):
         fn.inputs = inputs
         fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
     if isinstance(out, tuple):
-        fn.num_outputs = len(out)
+        fn.num_outputs, fn.multi_output = len(out), True
         if record:
             return tuple(Tensor._wrap(o, True, fn, i) for i, o in enumerate(out))
         return tuple(Tensor._wrap(o) for o in out)
@@ -597,7 +597,7 @@ def _run_backward(root: Tensor, grad, retain_graph: bool) -> None:
                 t = ref()
                 if t is not None and grads[index] is not None:
                     _accumulate_leaf(t, grads[index])  # accumulates like a leaf (PyTorch)
-        input_grads = fn.backward(grads[0] if fn.num_outputs == 1 else grads)
+        input_grads = fn.backward(grads if fn.multi_output else grads[0])
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
         for t, g, needed in zip(inputs, input_grads, fn.needs_input_grad):
@@ -634,9 +634,10 @@ def _accumulate_leaf(t: Tensor, g) -> None:
 
 def _release(fn) -> None:
     """Drop an op's saved arrays and its references to its inputs once backward used them."""
-    num_outputs = fn.num_outputs
+    num_outputs, multi_output = fn.num_outputs, fn.multi_output
     fn.__dict__.clear()
-    fn.num_outputs = num_outputs
+    if multi_output:  # set per instance by _apply; single-output ops use the class defaults
+        fn.num_outputs, fn.multi_output = num_outputs, True
     fn.inputs = None
 
 

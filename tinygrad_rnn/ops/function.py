@@ -13,11 +13,13 @@ from __future__ import annotations
 class Function:
     """One differentiable operation. Subclasses define `forward` and `backward`.
 
-    Ops with several outputs (split, unbind) set `num_outputs` and receive a list with one
-    gradient per output (None for outputs that got no gradient).
+    Ops whose forward returns a tuple (split, unbind) get `multi_output = True` and
+    `num_outputs` from the engine, and receive a list with one gradient per output (None for
+    outputs that got no gradient), even when the tuple has a single element.
     """
 
     num_outputs = 1
+    multi_output = False
     xp = None  # set per instance by the engine
 
     def forward(self, *arrays):

@@ -139,12 +139,6 @@ class Stack(Function):
         return tuple(dy[prefix + (i,)] for i in range(self.count))
 
 
-def _as_list(dys):
-    """The engine hands an op with a single output its gradient as a bare array, also when
-    that output came in a 1-tuple (split into one piece, unbind of a length-1 axis)."""
-    return dys if isinstance(dys, (list, tuple)) else [dys]
-
-
 class Split(Function):
     """ys = x cut along axis into pieces of the given sizes (views);  dx = the dys concatenated,
     zeros for pieces that got no gradient."""
@@ -166,7 +160,6 @@ class Split(Function):
 
     def backward(self, dys):
         xp = self.xp
-        dys = _as_list(dys)
         dtype = next(g.dtype for g in dys if g is not None)
         filled = []
         for size, g in zip(self.sizes, dys):
@@ -192,7 +185,6 @@ class Unbind(Function):
         return tuple(x[prefix + (i,)] for i in range(self.num_outputs))
 
     def backward(self, dys):
-        dys = _as_list(dys)
         dtype = next(g.dtype for g in dys if g is not None)
         dx = self.xp.zeros(self.in_shape, dtype=dtype)
         prefix = (slice(None),) * self.axis
