@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml | $(PY)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# One BLAS thread: the demo's matrices are small, so a second thread gains nothing and,
+# on a busy machine, threads waiting for each other can slow every step down many times.
 demo: $(STAMP)
-	$(PY) -m tinygrad_rnn demo --out runs/demo
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m tinygrad_rnn demo --out runs/demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
