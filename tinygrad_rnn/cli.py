@@ -278,9 +278,6 @@ def cmd_train(args, parser) -> int:
         parser.error(f"--forget-bias applies to LSTM cells, not to --cell {args.cell}")
     if args.resume and not (out / "checkpoint.npz").is_file():
         parser.error(f"--resume: no checkpoint at {str(out / 'checkpoint.npz')!r}")
-    eval_size = args.eval_size
-    if eval_size is None:
-        eval_size = 100_000 if args.task == "charlm" else 1000
     config = TrainConfig(
         task=args.task, cell=args.cell, hidden=args.hidden or defaults["hidden"],
         layers=args.layers, seq_len=args.seq_len,
@@ -288,7 +285,7 @@ def cmd_train(args, parser) -> int:
         lr=args.lr or defaults["lr"], optimizer=args.optimizer, clip=args.clip,
         weight_decay=args.weight_decay, device=args.device, seed=args.seed,
         embedding_dim=args.embedding_dim or defaults["embedding_dim"], dropout=args.dropout,
-        forget_bias=args.forget_bias, eval_every=args.eval_every, eval_size=eval_size,
+        forget_bias=args.forget_bias, eval_every=args.eval_every, eval_size=args.eval_size,
         checkpoint_every=args.checkpoint_every, text=args.text, max_chars=args.max_chars)
     try:
         trainer = Trainer(config, out, resume=args.resume, progress=not args.no_progress)

@@ -449,14 +449,14 @@ class CharLM(Task):
                 f"characters, vocabulary {len(self.chars)}, seq_len={self.seq_len})")
 
 
-_CLASSES = {"adding": AddingProblem, "copy": CopyTask, "sine": SineForecast,
+TASK_CLASSES = {"adding": AddingProblem, "copy": CopyTask, "sine": SineForecast,
             "classify": WaveformClassification, "charlm": CharLM}
 
 
 def make_task(name: str, seq_len: int | None = None, seed: int = 0, **options) -> Task:
     """Build a task by name; seq_len None takes the task's default (DEFAULT_SEQ_LEN)."""
-    if name not in _CLASSES:
+    if name not in TASK_CLASSES:
         raise ValueError(f"task must be one of {TASKS}, got {name!r}")
     if seq_len is None:
         seq_len = DEFAULT_SEQ_LEN[name]
-    return _CLASSES[name](seq_len, seed=seed, **options)
+    return TASK_CLASSES[name](seq_len, seed=seed, **options)

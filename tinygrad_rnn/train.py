@@ -37,7 +37,7 @@ from . import backend, nn, optim
 from . import functional as F
 from . import io as tg_io
 from .nn.utils import detach_state
-from .tasks import IGNORE, Task, make_task
+from .tasks import IGNORE, TASK_CLASSES, Task, make_task
 from .tensor import Tensor, no_grad
 
 # name -> (layer class name in nn, extra keyword arguments)
@@ -165,13 +165,13 @@ class TrainConfig:
     dropout: float = 0.0
     forget_bias: float | None = None
     eval_every: int = 0  # 0: ten evaluations per run
-    eval_size: int = 1000  # held-out examples (characters for charlm)
+    eval_size: int | None = None  # held-out examples (characters for charlm); None: the task's
     checkpoint_every: int = 0  # 0: at every evaluation
     text: str | None = None  # charlm: a text file instead of the built-in corpus
     max_chars: int = 1_000_000  # charlm: cut the corpus here
 
     def validate(self) -> None:
-        positive = ("hidden", "layers", "batch_size", "embedding_dim", "eval_size", "max_chars")
+        positive = ("hidden", "layers", "batch_size", "embedding_dim", "max_chars")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -180,8 +180,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        if self.seq_len is not None and self.seq_len < 1:
-            raise ValueError(f"seq_len must be a positive integer, got {self.seq_len!r}")
+        for name in ("seq_len", "eval_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not self.clip >= 0:
@@ -205,7 +207,7 @@ class TrainConfig:
 
 def make_task_for(config: TrainConfig) -> Task:
     """The task a configuration names, built from its seed (and text file for charlm)."""
-    options = {"eval_size": config.eval_size}
+    options = {} if config.eval_size is None else {"eval_size": config.eval_size}
     if config.task == "charlm":
         options["max_chars"] = config.max_chars
         if config.text is not None:
@@ -215,8 +217,6 @@ def make_task_for(config: TrainConfig) -> Task:
             except OSError as exc:
                 raise ValueError(f"--text: cannot read {str(path)!r}: {exc.strerror}") from exc
             options["text_name"] = path.name
-        if config.eval_size == TrainConfig.eval_size:
-            options["eval_size"] = 100_000
     elif config.text is not None:
         raise ValueError(f"--text is for the charlm task only, not {config.task!r}")
     return make_task(config.task, config.seq_len, seed=config.seed, **options)
@@ -377,7 +377,7 @@ class Trainer:
     def evaluate(self) -> dict:
         """The task's metrics on its whole held-out set (no graph, dropout off)."""
         self.model.eval()
-        totals: dict[str, list[float]] = {}
+        totals = [0.0, 0]  # the metric's sum and count over the batches
         state = None
         outputs, targets = [], []
         try:
@@ -386,16 +386,15 @@ class Trainer:
                     out, state = self.model(Tensor(x, device=self.device),
                                             state if self.task.stateful else None)
                     out = out.numpy()
-                    for name, (total, count) in _scores(self.task, out, y).items():
-                        acc = totals.setdefault(name, [0.0, 0])
-                        acc[0] += total
-                        acc[1] += count
+                    total, count = self.task.score(out, y)
+                    totals[0] += total
+                    totals[1] += count
                     if hasattr(self.task, "sequence_accuracy"):
                         outputs.append(out)
                         targets.append(y)
         finally:
             self.model.train()
-        result = {name: total / max(count, 1) for name, (total, count) in totals.items()}
+        result = {self.task.metric_name: totals[0] / max(totals[1], 1)}
         if outputs:
             result["sequence_accuracy"] = self.task.sequence_accuracy(
                 np.concatenate(outputs, axis=1), np.concatenate(targets, axis=1))
@@ -564,11 +563,6 @@ class Trainer:
             print(message, flush=True)
 
 
-def _scores(task: Task, output: np.ndarray, y: np.ndarray) -> dict[str, tuple[float, int]]:
-    scores = {task.metric_name: task.score(output, y)}
-    return scores
-
-
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically (temp file + rename); NaN/inf become null."""
     def clean(value):
@@ -665,7 +659,7 @@ def load_model(checkpoint_path, device: str = "cpu"):
         input_size = model_state["embedding.weight"].shape[0]
     else:
         input_size = model_state["rnn.weight_ih_l0"].shape[1]
-    many_to_one = config.task not in ("copy", "charlm")
+    many_to_one = TASK_CLASSES[config.task].many_to_one
     backend.manual_seed(config.seed)
     model = build_model(config, input_size, output_size, tokens, many_to_one)
     model.load_state_dict(model_state)
