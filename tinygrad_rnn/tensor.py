@@ -496,13 +496,17 @@ class Tensor:
 # --------------------------------------------------------------------------- the engine
 
 
-def _check_devices(tensors, fn_cls) -> None:
-    device = tensors[0].device
-    for t in tensors[1:]:
-        if t.device != device:
-            raise RuntimeError(
-                f"{fn_cls.__name__}: expected all tensors on the same device, got "
-                f"'{device}' and '{t.device}'")
+def _check_devices(arrays, fn_cls) -> None:
+    # Arrays of one type (all NumPy, the common case) are on one device: only a mix of
+    # array types needs the device names compared.
+    kind = type(arrays[0])
+    for a in arrays[1:]:
+        if type(a) is not kind:
+            device = backend.device_of(arrays[0])
+            if backend.device_of(a) != device:
+                raise RuntimeError(
+                    f"{fn_cls.__name__}: expected all tensors on the same device, got "
+                    f"'{device}' and '{backend.device_of(a)}'")
 
 
 def _apply(fn_cls, *inputs: Tensor, **params):
@@ -511,15 +515,17 @@ def _apply(fn_cls, *inputs: Tensor, **params):
     Returns a Tensor, or a tuple of Tensors for ops whose forward returns a tuple (split,
     unbind). Also the public way to use ops defined outside this package (`apply_op`).
     """
-    if len(inputs) > 1:
-        _check_devices(inputs, fn_cls)
+    arrays = [t.data for t in inputs]
+    if len(arrays) > 1:
+        _check_devices(arrays, fn_cls)
     fn = fn_cls(**params)
-    fn.xp = backend.get_array_module(inputs[0].data)
-    out = fn.forward(*[t.data for t in inputs])
-    record = _grad_enabled and any(t.requires_grad for t in inputs)
+    fn.xp = np if type(arrays[0]) is np.ndarray else backend.get_array_module(arrays[0])
+    out = fn.forward(*arrays)
+    needs_grad = [t.requires_grad for t in inputs]
+    record = _grad_enabled and True in needs_grad
     if record:
         fn.inputs = inputs
-        fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
+        fn.needs_input_grad = tuple(needs_grad)
     if isinstance(out, tuple):
         fn.num_outputs, fn.multi_output = len(out), True
         if record:
