@@ -17,7 +17,10 @@ benchmarks/results/recurrent.md as markdown tables of medians with [p25, p75] sp
 ratios; compare ratios, never absolute times, across runs.
 
 usage: python benchmarks/bench_recurrent.py [--quick] [--no-torch] [--reps N] [--out PATH]
-                                            [--profile CONFIG]
+                                            [--threads N] [--profile CONFIG]
+
+--threads N caps the BLAS/OpenMP threads of NumPy and PyTorch alike (set before they load):
+on a machine shared with other work, one thread per process gives steadier ratios.
 """
 
 from __future__ import annotations
@@ -33,7 +36,23 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
+
+def _threads_from_argv(argv) -> int | None:
+    """--threads N, read before NumPy is imported (BLAS reads its thread count at load)."""
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if arg.startswith("--threads="):
+            return int(arg.split("=", 1)[1])
+    return None
+
+
+THREADS = _threads_from_argv(sys.argv[1:]) if __name__ == "__main__" else None
+if THREADS:
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(THREADS)
+
+import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout
@@ -295,6 +314,8 @@ def main(argv=None) -> str:
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--reps", type=int, default=None, help="timing rounds per config")
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS/OpenMP threads for NumPy and PyTorch (default: theirs)")
     parser.add_argument("--profile", metavar="CONFIG", default=None,
                         help="print a cProfile of one LSTM step (fast and composed) and exit")
     args = parser.parse_args(argv)
@@ -303,9 +324,12 @@ def main(argv=None) -> str:
     use_torch = not args.no_torch
     if use_torch:
         try:
-            import torch  # noqa: F401
+            import torch
         except ImportError:
             use_torch = False
+        else:
+            if args.threads:
+                torch.set_num_threads(args.threads)
     configs = QUICK_CONFIGS if args.quick else CONFIGS
     spec = QUICK_LINEARITY if args.quick else LINEARITY
     rounds = args.reps or (2 if args.quick else 9)
@@ -347,7 +371,8 @@ def main(argv=None) -> str:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, NumPy {np.__version__}"
         + (f", PyTorch {__import__('torch').__version__}" if use_torch else "")
-        + f", tinygrad_rnn {tg.__version__}. {blas_note()}",
+        + f", tinygrad_rnn {tg.__version__}. {blas_note()} Threads: "
+        + (f"{args.threads} (--threads)." if args.threads else "the libraries' defaults."),
         "",
         "Regenerate with `.venv/bin/python benchmarks/bench_recurrent.py` (or `make bench`); "
         f"this run took {time.perf_counter() - start:.0f} s.",

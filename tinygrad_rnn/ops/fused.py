@@ -25,6 +25,9 @@ and CuPy; on the GPU the same steps run as fused elementwise kernels (fused_cuda
 
 Sigmoids are computed as (1 + tanh(a/2)) / 2 (as ops.Sigmoid does): no overflow, and it lets
 one tanh call serve all four LSTM gates (per-column scale and offset pick sigmoid or tanh).
+The step math calls ufuncs with `out=` and 0-d constants (`xp.multiply(a, b, out=a)`, not
+`a *= b` or `1 - a`): on the small arrays of a long sequence the cost of each call is what
+counts, and this is its cheapest form.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ class _LSTMMath:
         self.offset = xp.full(4 * hidden, 0.5, dtype=dtype)
         self.offset[2 * hidden:3 * hidden] = 0
         self.tanh_column = 1 - 2 * self.offset  # 1 on the g columns, 0 elsewhere
+        self.one = xp.ones((), dtype=dtype)
         self.tmp = xp.empty((batch, hidden), dtype=dtype)
         self.tmp2 = xp.empty((batch, hidden), dtype=dtype)
         self.derivative = xp.empty((batch, 4 * hidden), dtype=dtype)
@@ -110,15 +114,15 @@ class _LSTMMath:
         c = f * c_prev + i * g;  tanh_c = tanh(c);  h = o * tanh_c.
         """
         xp = self.xp
-        gates += recurrent
-        gates *= self.scale
+        xp.add(gates, recurrent, out=gates)
+        xp.multiply(gates, self.scale, out=gates)
         xp.tanh(gates, out=gates)
-        gates *= self.scale
-        gates += self.offset
+        xp.multiply(gates, self.scale, out=gates)
+        xp.add(gates, self.offset, out=gates)
         i, f, g, o = self._split(gates)
         xp.multiply(f, c_prev, out=c)
         xp.multiply(i, g, out=self.tmp)
-        c += self.tmp
+        xp.add(c, self.tmp, out=c)
         xp.tanh(c, out=tanh_c)
         xp.multiply(o, tanh_c, out=h)
 
@@ -132,14 +136,15 @@ class _LSTMMath:
         i, f, g, o = self._split(gates)
         # Derivatives of the activations, while they are still there: sigmoid' = s (1 - s),
         # tanh' = (1 - g) (1 + g); both are (1 - a) (a + q) with q = 1 on g, 0 elsewhere.
-        xp.subtract(1, gates, out=self.derivative)
+        derivative = self.derivative
+        xp.subtract(self.one, gates, out=derivative)
         xp.add(gates, self.tanh_column, out=self.tmp_gates)
-        self.derivative *= self.tmp_gates
+        xp.multiply(derivative, self.tmp_gates, out=derivative)
         xp.multiply(dh, tanh_c, out=tmp2)          # h = o * tanh(c): do = dh * tanh(c)
         xp.multiply(tmp2, tanh_c, out=tmp)         # dc += dh * o * (1 - tanh(c)^2)
         xp.subtract(dh, tmp, out=tmp)
-        tmp *= o
-        dc += tmp
+        xp.multiply(tmp, o, out=tmp)
+        xp.add(dc, tmp, out=dc)
         xp.copyto(o, tmp2)
         xp.multiply(dc, i, out=tmp)                # c = f * c_prev + i * g: dg = dc * i,
         xp.multiply(dc, g, out=i)                  # di = dc * g,
@@ -147,7 +152,7 @@ class _LSTMMath:
         xp.multiply(dc, f, out=tmp)                # dc_prev = dc * f,
         xp.multiply(dc, c_prev, out=f)             # df = dc * c_prev
         xp.copyto(dc, tmp)
-        gates *= self.derivative
+        xp.multiply(gates, derivative, out=gates)
 
 
 class LSTMLayer(_SequenceOp):
@@ -232,7 +237,7 @@ class LSTMLayer(_SequenceOp):
                     xp.add(dy[t], dh, out=dproj[t])
                 xp.matmul(dproj[t], W_hr, out=dh_cell)
             elif dy is not None:
-                dh += dy[t]
+                xp.add(dh, dy[t], out=dh)
             math.backward(gates[t], cells[prev], tanh_c[t], dh_cell, dc)
             xp.matmul(gates[t], W_hh, out=dh)
         dgates = gates  # now the gradients of the pre-activations
@@ -261,6 +266,7 @@ class _GRUMath:
         self.xp, self.H = xp, hidden
         self.tmp = xp.empty((batch, hidden), dtype=dtype)
         self.tmp2 = xp.empty((batch, hidden), dtype=dtype)
+        self.one, self.half = xp.ones((), dtype=dtype), xp.full((), 0.5, dtype=dtype)
 
     def forward(self, gates, recurrent, b_hn, h_prev, h_n, h):
         """gates (B, 3H): x W_ih^T + b_ih (+ b_hr, b_hz) in, activations [r, z, n] out.
@@ -270,22 +276,22 @@ class _GRUMath:
         """
         xp, H = self.xp, self.H
         rz = gates[:, :2 * H]
-        rz += recurrent[:, :2 * H]
-        rz *= 0.5                                  # sigmoid(a) = tanh(a/2) / 2 + 1/2
+        xp.add(rz, recurrent[:, :2 * H], out=rz)
+        xp.multiply(rz, self.half, out=rz)         # sigmoid(a) = tanh(a/2) / 2 + 1/2
         xp.tanh(rz, out=rz)
-        rz *= 0.5
-        rz += 0.5
+        xp.multiply(rz, self.half, out=rz)
+        xp.add(rz, self.half, out=rz)
         r, z, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
         if b_hn is None:
             h_n[...] = recurrent[:, 2 * H:]
         else:
             xp.add(recurrent[:, 2 * H:], b_hn, out=h_n)
         xp.multiply(r, h_n, out=self.tmp)
-        n += self.tmp
+        xp.add(n, self.tmp, out=n)
         xp.tanh(n, out=n)
         xp.subtract(h_prev, n, out=h)             # h = n + z * (h_prev - n)
-        h *= z
-        h += n
+        xp.multiply(h, z, out=h)
+        xp.add(h, n, out=h)
 
     def backward(self, gates, h_n, h_prev, dh, dh_gates, dx_n):
         """dh: grad of this step's h, in; its direct part dh * z, out (the caller adds the
@@ -294,22 +300,22 @@ class _GRUMath:
         xp, H, tmp, tmp2 = self.xp, self.H, self.tmp, self.tmp2
         r, z, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
         dr, dz, dhn = dh_gates[:, :H], dh_gates[:, H:2 * H], dh_gates[:, 2 * H:]
-        xp.subtract(1, z, out=tmp)                 # dn = dh * (1 - z), through tanh
-        tmp *= dh
-        xp.multiply(n, n, out=tmp2)
-        xp.subtract(1, tmp2, out=tmp2)
-        xp.multiply(tmp, tmp2, out=dx_n)
-        xp.subtract(h_prev, n, out=tmp)            # dz = dh * (h_prev - n), through sigmoid
-        tmp *= dh
-        xp.subtract(1, z, out=tmp2)
-        tmp2 *= z
-        xp.multiply(tmp, tmp2, out=dz)
+        rz, drz = gates[:, :2 * H], dh_gates[:, :2 * H]
+        one = self.one
+        xp.subtract(one, rz, out=drz)              # sigmoid' of r and z: s (1 - s)
+        xp.multiply(drz, rz, out=drz)
+        xp.multiply(n, n, out=tmp)                 # h = n + z (h_prev - n):
+        xp.subtract(one, tmp, out=tmp)             # dn = dh (1 - z), through tanh: (1 - n^2)
+        xp.subtract(one, z, out=tmp2)
+        xp.multiply(tmp2, dh, out=tmp2)
+        xp.multiply(tmp2, tmp, out=dx_n)
+        xp.subtract(h_prev, n, out=tmp)            # dz = dh (h_prev - n)
+        xp.multiply(tmp, dh, out=tmp)
+        xp.multiply(dz, tmp, out=dz)
         xp.multiply(dx_n, h_n, out=tmp)            # n = tanh(x_n + r * h_n): dr = dn * h_n
-        xp.subtract(1, r, out=tmp2)
-        tmp2 *= r
-        xp.multiply(tmp, tmp2, out=dr)
+        xp.multiply(dr, tmp, out=dr)
         xp.multiply(dx_n, r, out=dhn)              # d(h_n) = dn * r
-        dh *= z
+        xp.multiply(dh, z, out=dh)
 
 
 class GRULayer(_SequenceOp):
@@ -364,12 +370,12 @@ class GRULayer(_SequenceOp):
         through_W_hh = xp.empty_like(h0)
         for t in _steps(T, not reverse):
             if dy is not None:
-                dh += dy[t]
+                xp.add(dh, dy[t], out=dh)
             first = t == (T - 1 if reverse else 0)
             h_prev = h0 if first else y[t + 1 if reverse else t - 1]
             math.backward(gates[t], h_n[t], h_prev, dh, dgates[t], dx_n[t])
             xp.matmul(dgates[t], W_hh, out=through_W_hh)
-            dh += through_W_hh
+            xp.add(dh, through_W_hh, out=dh)
         flat = dgates.reshape(T * B, 3 * H)
         dW_hh = _recurrent_weight_grad(dgates, y, h0, reverse)
         db_hh = flat.sum(axis=0) if self.bias else None
@@ -405,15 +411,16 @@ class RNNLayer(_SequenceOp):
         bias = biases[0] + biases[1] if self.bias else None
         y = _input_projection(xp, x, W_ih, bias)  # pre-activations, turned into h in place
         recurrent = xp.empty_like(h0)
+        zero = xp.zeros((), dtype=x.dtype)
         h_prev, W_hh_T = h0, W_hh.T
         for t in _steps(x.shape[0], reverse):
             xp.matmul(h_prev, W_hh_T, out=recurrent)
             h = y[t]
-            h += recurrent
+            xp.add(h, recurrent, out=h)
             if self.nonlinearity == "tanh":
                 xp.tanh(h, out=h)
             else:
-                xp.maximum(h, 0, out=h)
+                xp.maximum(h, zero, out=h)
             h_prev = h
         self.saved = (x, h0, W_ih, W_hh, y)
         return y, h_prev.copy()
@@ -426,12 +433,13 @@ class RNNLayer(_SequenceOp):
         dpre = xp.empty_like(y)
         dh = xp.zeros_like(h0) if dh_last is None else dh_last.copy()
         derivative = xp.empty_like(h0)
+        one = xp.ones((), dtype=y.dtype)
         for t in _steps(T, not reverse):
             if dy is not None:
-                dh += dy[t]
+                xp.add(dh, dy[t], out=dh)
             if self.nonlinearity == "tanh":        # tanh' = 1 - h^2
                 xp.multiply(y[t], y[t], out=derivative)
-                xp.subtract(1, derivative, out=derivative)
+                xp.subtract(one, derivative, out=derivative)
             else:                                  # relu' = 1 where h > 0 (h >= 0: sign(h))
                 xp.sign(y[t], out=derivative)
             xp.multiply(dh, derivative, out=dpre[t])
