@@ -153,6 +153,13 @@ def test_plain_progress_lines_without_tqdm(tmp_path, monkeypatch, capsys):
     assert "tqdm is not installed" in err and "step 20/20" in err
 
 
+def test_training_without_matplotlib_skips_the_plot(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert run_cli("train", "--out", tmp_path, *TINY) == 0
+    assert "matplotlib is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "loss.png").exists() and (tmp_path / "metrics.json").exists()
+
+
 # --------------------------------------------------------------------------- sample
 
 
