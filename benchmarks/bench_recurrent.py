@@ -11,13 +11,20 @@ random order, so machine noise hits all of them alike):
 * GEMMs     only the matrix products of a step (the fused path's own, with preallocated
             outputs): the floor a NumPy implementation cannot go below
 
+glibc's malloc hands freed memory back to the OS (heap trimming, mmap for big blocks) by
+heuristics that depend on the order of allocations, so at small sizes one contender or another
+pays thousands of page faults per step by luck (0 for one, ~1000 for the other, flipping with
+unrelated changes). The benchmark therefore pins M_MMAP_THRESHOLD (32 MiB) and
+M_TRIM_THRESHOLD for the whole process, the same for every contender, so that what is timed
+is the computation; --malloc-defaults keeps glibc's behaviour.
+
 Also: peak memory of one step (tracemalloc sees every NumPy allocation; not PyTorch's), and
 step time at T = 200 and T = 2000 (linearity in T). float32 throughout. Results go to
 benchmarks/results/recurrent.md as markdown tables of medians with [p25, p75] spread and
 ratios; compare ratios, never absolute times, across runs.
 
 usage: python benchmarks/bench_recurrent.py [--quick] [--no-torch] [--reps N] [--out PATH]
-                                            [--threads N] [--profile CONFIG]
+                                            [--threads N] [--malloc-defaults] [--profile CONFIG]
 
 --threads N caps the BLAS/OpenMP threads of NumPy and PyTorch alike (set before they load):
 on a machine shared with other work, one thread per process gives steadier ratios.
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import ctypes
 import os
 import platform
 import pstats
@@ -296,16 +304,34 @@ def targets_section(step_ratios, lin_ratios, mem_ratios, configs, use_torch,
     return ["| target | measured | limit | met |", "|---|---:|---:|---|", *rows, ""]
 
 
-def blas_note() -> str:
-    core = os.environ.get("OPENBLAS_CORETYPE")
+def pin_malloc() -> str:
+    """Stop glibc from returning freed memory to the OS between steps (see the docstring)."""
     try:
-        from threadpoolctl import threadpool_info
-        infos = [f"{i.get('internal_api')} {i.get('architecture')} x{i.get('num_threads')}"
-                 for i in threadpool_info()]
-        return "BLAS: " + ", ".join(infos) + "."
-    except ImportError:
-        return (f"BLAS: NumPy's OpenBLAS, OPENBLAS_CORETYPE={core or 'unset (auto-detected)'}; "
-                "PyTorch: its own MKL build.")
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20) and libc.mallopt(M_TRIM_THRESHOLD,
+                                                                          1024 * 2**20)
+    except (OSError, AttributeError):
+        ok = False
+    return ("malloc: glibc with M_MMAP_THRESHOLD=32 MiB, M_TRIM_THRESHOLD=1 GiB (pinned for "
+            "all contenders)." if ok else "malloc: the platform's defaults.")
+
+
+def blas_note() -> str:
+    """Which OpenBLAS kernel NumPy runs (OPENBLAS_CORETYPE can force an older one)."""
+    core = "unknown"
+    libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+    for lib in sorted(libs.glob("libscipy_openblas*.so")):
+        try:
+            get = ctypes.CDLL(str(lib)).scipy_openblas_get_corename64_
+            get.restype = ctypes.c_char_p
+            core = get().decode()
+        except (OSError, AttributeError):
+            pass
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return (f"BLAS: NumPy's OpenBLAS, kernel {core}"
+            + (f" (forced by OPENBLAS_CORETYPE={forced})" if forced else " (auto-detected)")
+            + "; PyTorch: its own MKL / oneDNN.")
 
 
 def main(argv=None) -> str:
@@ -316,11 +342,15 @@ def main(argv=None) -> str:
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS/OpenMP threads for NumPy and PyTorch (default: theirs)")
+    parser.add_argument("--malloc-defaults", action="store_true",
+                        help="keep glibc's malloc thresholds (page faults by luck, see above)")
     parser.add_argument("--profile", metavar="CONFIG", default=None,
                         help="print a cProfile of one LSTM step (fast and composed) and exit")
     args = parser.parse_args(argv)
     if args.profile:
         return profile(args.profile)
+    malloc = "malloc: glibc's defaults (--malloc-defaults)." if args.malloc_defaults \
+        else pin_malloc()
     use_torch = not args.no_torch
     if use_torch:
         try:
@@ -340,7 +370,7 @@ def main(argv=None) -> str:
         print(f"[{time.perf_counter() - start:6.1f} s] {line}", flush=True)
 
     steps, step_ratios = step_tables(configs, rounds, use_torch, log)
-    linear, lin_ratios = linearity_table(spec, max(3, rounds // 3), use_torch, log)
+    linear, lin_ratios = linearity_table(spec, max(3, rounds // 2), use_torch, log)
     mem_name = next(iter(configs)) if args.quick else MEMORY_CONFIG
     memory, mem_ratios = memory_table(mem_name, configs[mem_name], log)
     report = "\n".join([
@@ -372,7 +402,8 @@ def main(argv=None) -> str:
         f"{platform.python_version()}, NumPy {np.__version__}"
         + (f", PyTorch {__import__('torch').__version__}" if use_torch else "")
         + f", tinygrad_rnn {tg.__version__}. {blas_note()} Threads: "
-        + (f"{args.threads} (--threads)." if args.threads else "the libraries' defaults."),
+        + (f"{args.threads} (--threads)." if args.threads else "the libraries' defaults.")
+        + f" {malloc}",
         "",
         "Regenerate with `.venv/bin/python benchmarks/bench_recurrent.py` (or `make bench`); "
         f"this run took {time.perf_counter() - start:.0f} s.",

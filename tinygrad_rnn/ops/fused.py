@@ -259,62 +259,69 @@ class LSTMLayer(_SequenceOp):
 class _GRUMath:
     """One GRU step's elementwise math (PyTorch's form, reset gate after the matmul).
 
-    Gate order [r, z, n]. The scratch arrays are allocated once per layer call.
+    Gate order [r, z, n]. The activations are kept gate by gate in contiguous arrays (r and z
+    as one (2, B, H) block): NumPy ops on contiguous arrays cost a third of those on column
+    slices of a (B, 3H) row, and a long sequence of small steps is all per-op cost.
+    The scratch arrays are allocated once per layer call.
     """
 
     def __init__(self, xp, batch: int, hidden: int, dtype):
         self.xp, self.H = xp, hidden
         self.tmp = xp.empty((batch, hidden), dtype=dtype)
         self.tmp2 = xp.empty((batch, hidden), dtype=dtype)
+        self.one_minus_z = xp.empty((batch, hidden), dtype=dtype)
         self.one, self.half = xp.ones((), dtype=dtype), xp.full((), 0.5, dtype=dtype)
 
-    def forward(self, gates, recurrent, b_hn, h_prev, h_n, h):
-        """gates (B, 3H): x W_ih^T + b_ih (+ b_hr, b_hz) in, activations [r, z, n] out.
-        recurrent (B, 3H) = h_prev W_hh^T.  h_n out: h_prev W_hn^T + b_hn (kept for backward).
+    def _gate_major(self, row):
+        """The r and z columns of a (B, 3H) row as a (2, B, H) view."""
+        B, H = row.shape[0], self.H
+        return row[:, :2 * H].reshape(B, 2, H).transpose(1, 0, 2)
+
+    def forward(self, x_gates, recurrent, b_hn, h_prev, rz, n, h_n, h):
+        """x_gates (B, 3H) = x W_ih^T + b_ih (+ b_hr, b_hz); recurrent (B, 3H) = h_prev W_hh^T.
+        Out: rz (2, B, H) = [r, z], n, h_n = h_prev W_hn^T + b_hn (kept for backward), h.
 
         r, z = sigmoid(.);  n = tanh(x_n + r * h_n);  h = (1 - z) * n + z * h_prev.
         """
-        xp, H = self.xp, self.H
-        rz = gates[:, :2 * H]
-        xp.add(rz, recurrent[:, :2 * H], out=rz)
-        xp.multiply(rz, self.half, out=rz)         # sigmoid(a) = tanh(a/2) / 2 + 1/2
+        xp, H, half = self.xp, self.H, self.half
+        xp.add(self._gate_major(x_gates), self._gate_major(recurrent), out=rz)
+        xp.multiply(rz, half, out=rz)              # sigmoid(a) = tanh(a/2) / 2 + 1/2
         xp.tanh(rz, out=rz)
-        xp.multiply(rz, self.half, out=rz)
-        xp.add(rz, self.half, out=rz)
-        r, z, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
+        xp.multiply(rz, half, out=rz)
+        xp.add(rz, half, out=rz)
+        r, z = rz[0], rz[1]
         if b_hn is None:
-            h_n[...] = recurrent[:, 2 * H:]
+            xp.copyto(h_n, recurrent[:, 2 * H:])
         else:
             xp.add(recurrent[:, 2 * H:], b_hn, out=h_n)
         xp.multiply(r, h_n, out=self.tmp)
-        xp.add(n, self.tmp, out=n)
+        xp.add(x_gates[:, 2 * H:], self.tmp, out=n)
         xp.tanh(n, out=n)
         xp.subtract(h_prev, n, out=h)             # h = n + z * (h_prev - n)
         xp.multiply(h, z, out=h)
         xp.add(h, n, out=h)
 
-    def backward(self, gates, h_n, h_prev, dh, dh_gates, dx_n):
+    def backward(self, rz, n, h_n, h_prev, dh, dh_gates, dx_n):
         """dh: grad of this step's h, in; its direct part dh * z, out (the caller adds the
         part through W_hh). dh_gates (B, 3H) out: grads of h W_hh^T + b_hh. dx_n (B, H) out:
         grad of the x-side n pre-activation (the x-side r, z grads equal the h-side ones)."""
-        xp, H, tmp, tmp2 = self.xp, self.H, self.tmp, self.tmp2
-        r, z, n = gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:]
-        dr, dz, dhn = dh_gates[:, :H], dh_gates[:, H:2 * H], dh_gates[:, 2 * H:]
-        rz, drz = gates[:, :2 * H], dh_gates[:, :2 * H]
-        one = self.one
-        xp.subtract(one, rz, out=drz)              # sigmoid' of r and z: s (1 - s)
-        xp.multiply(drz, rz, out=drz)
+        xp, H, one, tmp, tmp2 = self.xp, self.H, self.one, self.tmp, self.tmp2
+        r, z = rz[0], rz[1]
+        one_minus_z = self.one_minus_z
+        xp.subtract(one, z, out=one_minus_z)
         xp.multiply(n, n, out=tmp)                 # h = n + z (h_prev - n):
         xp.subtract(one, tmp, out=tmp)             # dn = dh (1 - z), through tanh: (1 - n^2)
-        xp.subtract(one, z, out=tmp2)
-        xp.multiply(tmp2, dh, out=tmp2)
+        xp.multiply(dh, one_minus_z, out=tmp2)
         xp.multiply(tmp2, tmp, out=dx_n)
-        xp.subtract(h_prev, n, out=tmp)            # dz = dh (h_prev - n)
+        xp.subtract(h_prev, n, out=tmp)            # dz = dh (h_prev - n), through sigmoid
         xp.multiply(tmp, dh, out=tmp)
-        xp.multiply(dz, tmp, out=dz)
+        xp.multiply(tmp, z, out=tmp)
+        xp.multiply(tmp, one_minus_z, out=dh_gates[:, H:2 * H])
         xp.multiply(dx_n, h_n, out=tmp)            # n = tanh(x_n + r * h_n): dr = dn * h_n
-        xp.multiply(dr, tmp, out=dr)
-        xp.multiply(dx_n, r, out=dhn)              # d(h_n) = dn * r
+        xp.subtract(one, r, out=tmp2)
+        xp.multiply(tmp2, r, out=tmp2)
+        xp.multiply(tmp, tmp2, out=dh_gates[:, :H])
+        xp.multiply(dx_n, r, out=dh_gates[:, 2 * H:])  # d(h_n) = dn * r
         xp.multiply(dh, z, out=dh)
 
 
@@ -347,24 +354,27 @@ class GRULayer(_SequenceOp):
             x_bias = b_ih.copy()
             x_bias[:2 * H] += b_hh[:2 * H]  # b_hr, b_hz add to the pre-activations directly
             b_hn = b_hh[2 * H:]             # b_hn sits inside r * (.)
-        gates = _input_projection(xp, x, W_ih, x_bias)
+        x_gates = _input_projection(xp, x, W_ih, x_bias)
+        rz = xp.empty((T, 2, B, H), dtype=dtype)
+        n = xp.empty((T, B, H), dtype=dtype)
         h_n = xp.empty((T, B, H), dtype=dtype)
         y = xp.empty((T, B, H), dtype=dtype)
         recurrent = xp.empty((B, 3 * H), dtype=dtype)
         h_prev, W_hh_T = h0, W_hh.T
         for t in _steps(T, reverse):
             xp.matmul(h_prev, W_hh_T, out=recurrent)
-            math.forward(gates[t], recurrent, b_hn, h_prev, h_n[t], y[t])
+            math.forward(x_gates[t], recurrent, b_hn, h_prev, rz[t], n[t], h_n[t], y[t])
             h_prev = y[t]
-        self.saved = (x, h0, W_ih, W_hh, gates, h_n, y, math)
+        # backward does not read x_gates: it reuses the buffer for the gate gradients
+        self.saved = (x, h0, W_ih, W_hh, x_gates, rz, n, h_n, y, math)
         return y, h_prev.copy()
 
     def backward(self, grads):
         dy, dh_last = grads
         xp, reverse = self.xp, self.reverse
-        x, h0, W_ih, W_hh, gates, h_n, y, math = self.saved
+        x, h0, W_ih, W_hh, dgates, rz, n, h_n, y, math = self.saved
         T, B, H = y.shape
-        dgates = xp.empty_like(gates)         # h side first; its n columns become the x side
+        # dgates (the x_gates buffer): h side first; its n columns become the x side
         dx_n = xp.empty_like(y)
         dh = xp.zeros_like(h0) if dh_last is None else dh_last.copy()
         through_W_hh = xp.empty_like(h0)
@@ -373,7 +383,7 @@ class GRULayer(_SequenceOp):
                 xp.add(dh, dy[t], out=dh)
             first = t == (T - 1 if reverse else 0)
             h_prev = h0 if first else y[t + 1 if reverse else t - 1]
-            math.backward(gates[t], h_n[t], h_prev, dh, dgates[t], dx_n[t])
+            math.backward(rz[t], n[t], h_n[t], h_prev, dh, dgates[t], dx_n[t])
             xp.matmul(dgates[t], W_hh, out=through_W_hh)
             xp.add(dh, through_W_hh, out=dh)
         flat = dgates.reshape(T * B, 3 * H)

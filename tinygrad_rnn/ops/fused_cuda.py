@@ -58,28 +58,28 @@ _LSTM_BACKWARD = (  # gates: activations in, gradients of the pre-activations ou
     "tinygrad_rnn_lstm_step_backward",
 )
 
-_GRU_FORWARD = (
-    "raw T recurrent, raw T b_hn, T h_prev, int32 H",
-    "raw T gates, T h_n, T h",
+_GRU_FORWARD = (  # x_gates, recurrent: (B, 3H) rows; rz: (2, B, H), r then z
+    "raw T x_gates, raw T recurrent, raw T b_hn, T h_prev, int32 H, int32 BH",
+    "raw T rz, T n, T h_n, T h",
     f"""
     const int j = i % H;
     const ptrdiff_t row = (ptrdiff_t)(i / H) * 3 * H + j;
-    const T r = {_SIGMOID.format(a="gates[row] + recurrent[row]")};
-    const T z = {_SIGMOID.format(a="gates[row + H] + recurrent[row + H]")};
+    const T r = {_SIGMOID.format(a="x_gates[row] + recurrent[row]")};
+    const T z = {_SIGMOID.format(a="x_gates[row + H] + recurrent[row + H]")};
     h_n = recurrent[row + 2 * H] + b_hn[j];
-    const T n = tanh(gates[row + 2 * H] + r * h_n);
-    gates[row] = r; gates[row + H] = z; gates[row + 2 * H] = n;
+    n = tanh(x_gates[row + 2 * H] + r * h_n);
+    rz[i] = r; rz[i + BH] = z;
     h = n + z * (h_prev - n);
     """,
     "tinygrad_rnn_gru_step_forward",
 )
 
 _GRU_BACKWARD = (
-    "raw T gates, T h_n, T h_prev, int32 H",
+    "raw T rz, T n, T h_n, T h_prev, int32 H, int32 BH",
     "T dh, raw T dh_gates, T dx_n",
     """
     const ptrdiff_t row = (ptrdiff_t)(i / H) * 3 * H + i % H;
-    const T r = gates[row], z = gates[row + H], n = gates[row + 2 * H];
+    const T r = rz[i], z = rz[i + BH];
     const T dn = dh * (T(1) - z) * (T(1) - n * n);
     dh_gates[row] = dn * h_n * r * (T(1) - r);
     dh_gates[row + H] = dh * (h_prev - n) * z * (T(1) - z);
@@ -121,9 +121,9 @@ class GRUKernels:
         self._forward = _kernel(xp, _GRU_FORWARD)
         self._backward = _kernel(xp, _GRU_BACKWARD)
 
-    def forward(self, gates, recurrent, b_hn, h_prev, h_n, h):
+    def forward(self, x_gates, recurrent, b_hn, h_prev, rz, n, h_n, h):
         bias = self._zero_bias if b_hn is None else b_hn
-        self._forward(recurrent, bias, h_prev, self.H, gates, h_n, h)
+        self._forward(x_gates, recurrent, bias, h_prev, self.H, h.size, rz, n, h_n, h)
 
-    def backward(self, gates, h_n, h_prev, dh, dh_gates, dx_n):
-        self._backward(gates, h_n, h_prev, self.H, dh, dh_gates, dx_n)
+    def backward(self, rz, n, h_n, h_prev, dh, dh_gates, dx_n):
+        self._backward(rz, n, h_n, h_prev, self.H, dh.size, dh, dh_gates, dx_n)
