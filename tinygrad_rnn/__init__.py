@@ -6,9 +6,33 @@ from .backend import available_devices, cuda_available, get_array_module, to_num
 from .gradcheck import GradcheckError, gradcheck  # noqa: F401
 from .io import CheckpointError, load, save  # noqa: F401
 from .tensor import (  # noqa: F401
-    Tensor, apply_op, arange, cat, chunk, concat, enable_grad, full, get_default_dtype,
-    is_grad_enabled, manual_seed, matmul, maximum, minimum, no_grad, ones, ones_like, rand,
-    randn, set_default_dtype, split, stack, tensor, unbind, where, zeros, zeros_like,
+    Tensor,
+    apply_op,
+    arange,
+    cat,
+    chunk,
+    concat,
+    enable_grad,
+    full,
+    get_default_dtype,
+    is_grad_enabled,
+    manual_seed,
+    matmul,
+    maximum,
+    minimum,
+    no_grad,
+    ones,
+    ones_like,
+    rand,
+    randn,
+    set_default_dtype,
+    split,
+    stack,
+    tensor,
+    unbind,
+    where,
+    zeros,
+    zeros_like,
 )
 
 __version__ = "0.1.0"
