@@ -69,6 +69,12 @@ class RNNBase(Module):
       zoneout=p: (Krueger et al. 2016) each unit of the state (h and c) keeps its previous
           value with probability p at each step in training mode; in eval mode the state is
           the expectation p * previous + (1 - p) * new, as in the paper.
+
+    Fast path: with `layer.fast = True` (the default) each layer and direction runs as one
+    fused graph node with a hand-written BPTT (nn/fast_path.py, ops/fused.py) whenever the
+    options allow it (plain RNN, LSTM with or without proj_size, GRU with reset_after=True;
+    not with lengths=, zoneout, the LSTM variants or recurrent dropout while training).
+    `layer.fast = False` records the composed per-step graph; both give the same numbers.
     """
 
     num_gates = 1
