@@ -50,6 +50,12 @@ def _input_projection(xp, x, W_ih, bias):
     return out.reshape(T, B, W_ih.shape[0])
 
 
+def _transposed(xp, W):
+    """W^T as a contiguous copy: the per-step GEMM h @ W^T runs ~10% faster on it than on the
+    transposed view, and the copy is made once per sequence."""
+    return xp.ascontiguousarray(W.T)
+
+
 def _recurrent_weight_grad(dgates, outputs, h0, reverse: bool):
     """dW_hh = sum_t dgates_t^T @ h_{t-1}: one GEMM for the steps whose previous state is an
     output of this layer, plus the first visited step, whose previous state is h0."""
@@ -201,7 +207,7 @@ class LSTMLayer(_SequenceOp):
         h_cell = xp.empty((T, B, H), dtype=dtype) if self.proj else y  # h before projection
         recurrent = xp.empty((B, 4 * H), dtype=dtype)
         cells[T if reverse else 0] = c0
-        h_prev, W_hh_T = h0, W_hh.T
+        h_prev, W_hh_T = h0, _transposed(xp, W_hh)
         for t in _steps(T, reverse):
             new, prev = (t, t + 1) if reverse else (t + 1, t)
             xp.matmul(h_prev, W_hh_T, out=recurrent)
@@ -360,7 +366,7 @@ class GRULayer(_SequenceOp):
         h_n = xp.empty((T, B, H), dtype=dtype)
         y = xp.empty((T, B, H), dtype=dtype)
         recurrent = xp.empty((B, 3 * H), dtype=dtype)
-        h_prev, W_hh_T = h0, W_hh.T
+        h_prev, W_hh_T = h0, _transposed(xp, W_hh)
         for t in _steps(T, reverse):
             xp.matmul(h_prev, W_hh_T, out=recurrent)
             math.forward(x_gates[t], recurrent, b_hn, h_prev, rz[t], n[t], h_n[t], y[t])
@@ -422,7 +428,7 @@ class RNNLayer(_SequenceOp):
         y = _input_projection(xp, x, W_ih, bias)  # pre-activations, turned into h in place
         recurrent = xp.empty_like(h0)
         zero = xp.zeros((), dtype=x.dtype)
-        h_prev, W_hh_T = h0, W_hh.T
+        h_prev, W_hh_T = h0, _transposed(xp, W_hh)
         for t in _steps(x.shape[0], reverse):
             xp.matmul(h_prev, W_hh_T, out=recurrent)
             h = y[t]
