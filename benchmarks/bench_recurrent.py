@@ -140,8 +140,9 @@ class Case:
 
         def run():
             np.matmul(x_flat, W_ih.T, out=gates)
+            W_hh_T = np.ascontiguousarray(W_hh.T)  # as the fused ops use it (not timed apart)
             for t in range(T):
-                np.matmul(hs[t], W_hh.T, out=rec)
+                np.matmul(hs[t], W_hh_T, out=rec)
             for t in range(T):
                 np.matmul(dgates[t], W_hh, out=dh)
             flat = dgates.reshape(T * B, G)
