@@ -58,7 +58,8 @@ def normalize_device(device) -> str:
     name = str(device).lower()
     if name.startswith("cuda"):
         if name not in ("cuda", "cuda:0"):
-            raise ValueError(f"device: only 'cpu', 'cuda' and 'cuda:0' are supported, got {device!r}")
+            raise ValueError(
+                f"device: only 'cpu', 'cuda' and 'cuda:0' are supported, got {device!r}")
         require_cuda()
         return "cuda"
     if name != "cpu":

@@ -71,13 +71,17 @@ def one_hot(indices: Tensor, num_classes: int = -1) -> Tensor:
 
 def embedding(indices, weight: Tensor, padding_idx: int | None = None) -> Tensor:
     """Rows of `weight` (num_embeddings, dim) picked by integer `indices` of any shape."""
-    idx = indices.data if isinstance(indices, Tensor) else backend.xp_for(weight.device).asarray(indices)
+    if isinstance(indices, Tensor):
+        idx = indices.data
+    else:
+        idx = backend.xp_for(weight.device).asarray(indices)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")
     n = weight.shape[0]
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise IndexError(
-            f"embedding: indices must be in [0, {n}), got range [{int(idx.min())}, {int(idx.max())}]")
+            f"embedding: indices must be in [0, {n}), got range "
+            f"[{int(idx.min())}, {int(idx.max())}]")
     return _apply(ops.Embedding, weight, indices=idx, padding_idx=padding_idx)
 
 
@@ -91,7 +95,8 @@ def _reduce(loss: Tensor, reduction: str, name: str) -> Tensor:
     raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def nll_loss(log_probs: Tensor, target, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+def nll_loss(log_probs: Tensor, target, ignore_index: int = -100,
+             reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of class indices. log_probs: (N, C) or (C,); target: (N,) or ()."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"nll_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -124,7 +129,8 @@ def nll_loss(log_probs: Tensor, target, ignore_index: int = -100, reduction: str
     return _reduce(loss, reduction, "nll_loss")
 
 
-def cross_entropy(logits: Tensor, target, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+def cross_entropy(logits: Tensor, target, ignore_index: int = -100,
+                  reduction: str = "mean") -> Tensor:
     """log_softmax over the last axis followed by nll_loss; logits (N, C), target (N,) indices."""
     return nll_loss(logits.log_softmax(-1), target, ignore_index=ignore_index, reduction=reduction)
 
@@ -132,7 +138,8 @@ def cross_entropy(logits: Tensor, target, ignore_index: int = -100, reduction: s
 def mse_loss(input: Tensor, target, reduction: str = "mean") -> Tensor:  # noqa: A002
     target = input._operand(target)
     if target.shape != input.shape:
-        raise ValueError(f"mse_loss: target shape {target.shape} must equal input shape {input.shape}")
+        raise ValueError(
+            f"mse_loss: target shape {target.shape} must equal input shape {input.shape}")
     diff = input - target
     return _reduce(diff * diff, reduction, "mse_loss")
 
@@ -149,5 +156,6 @@ def binary_cross_entropy_with_logits(logits: Tensor, target, reduction: str = "m
     if pos_weight is None:
         loss = softplus(logits) - logits * target
     else:
-        loss = (1 - target) * softplus(logits) + logits._operand(pos_weight) * target * softplus(-logits)
+        pos_weight = logits._operand(pos_weight)
+        loss = (1 - target) * softplus(logits) + pos_weight * target * softplus(-logits)
     return _reduce(loss, reduction, "binary_cross_entropy_with_logits")

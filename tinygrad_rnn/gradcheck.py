@@ -34,7 +34,8 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     for i in checked:
         if inputs[i].dtype != np.float64:
             raise TypeError(
-                f"gradcheck: input {i} must be float64 for finite differences, got {inputs[i].dtype}")
+                f"gradcheck: input {i} must be float64 for finite differences, "
+                f"got {inputs[i].dtype}")
     rng = np.random.default_rng(seed)
     outs = _outputs(fn, inputs)
     weights = [backend.to_device(rng.standard_normal(o.shape), o.device) for o in outs]

@@ -78,6 +78,13 @@ def _is_float(dtype) -> bool:
     return np.dtype(dtype).kind == "f"
 
 
+def _unpack_sizes(args: tuple) -> tuple:
+    """f(2, 3) and f((2, 3)) mean the same, as in PyTorch's reshape/permute/expand."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        return tuple(args[0])
+    return args
+
+
 def _dim(axis, dim):
     """Reductions accept NumPy's `axis=` and PyTorch's `dim=`; never both."""
     if dim is not None:
@@ -173,7 +180,8 @@ class Tensor:
 
     def item(self):
         if self.data.size != 1:
-            raise ValueError(f"item(): only one-element tensors can be converted, got shape {self.shape}")
+            raise ValueError(
+                f"item(): only one-element tensors can be converted, got shape {self.shape}")
         return self.data.reshape(()).item()
 
     def tolist(self):
@@ -188,7 +196,8 @@ class Tensor:
             raise TypeError(
                 f"requires_grad=True needs a floating-point tensor, got dtype {self.dtype}")
         if not self.is_leaf and not requires_grad:
-            raise RuntimeError("requires_grad_(False) is only allowed on leaf tensors; use detach()")
+            raise RuntimeError(
+                "requires_grad_(False) is only allowed on leaf tensors; use detach()")
         self.requires_grad = requires_grad
         return self
 
@@ -258,7 +267,8 @@ class Tensor:
         if isinstance(other, Tensor):
             return other
         if isinstance(other, (bool, int, float)):
-            dtype = self.dtype if _is_float(self.dtype) or isinstance(other, (bool, int)) else _default_dtype
+            keeps_dtype = _is_float(self.dtype) or isinstance(other, (bool, int))
+            dtype = self.dtype if keeps_dtype else _default_dtype
             return Tensor._wrap(self._xp().asarray(other, dtype=dtype))
         return Tensor(other, device=self.device)
 
@@ -416,7 +426,7 @@ class Tensor:
     # ----------------------------------------------------------------- shape
 
     def reshape(self, *shape):
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        shape = _unpack_sizes(shape)
         return _apply(ops.Reshape, self, shape=shape)
 
     view = reshape
@@ -428,9 +438,10 @@ class Tensor:
         return self.reshape(shape[:start] + (merged,) + shape[end + 1:])
 
     def permute(self, *dims):
-        dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        dims = _unpack_sizes(dims)
         if sorted(d % self.ndim for d in dims) != list(range(self.ndim)):
-            raise ValueError(f"permute: dims must be a permutation of 0..{self.ndim - 1}, got {dims}")
+            raise ValueError(
+                f"permute: dims must be a permutation of 0..{self.ndim - 1}, got {dims}")
         return _apply(ops.Permute, self, axes=tuple(d % self.ndim for d in dims))
 
     def transpose(self, dim0: int = -2, dim1: int = -1):
@@ -442,7 +453,8 @@ class Tensor:
     @property
     def T(self):
         if self.ndim != 2:
-            raise ValueError(f".T is for 2-D tensors, got {self.ndim}-D; use transpose() or permute()")
+            raise ValueError(
+                f".T is for 2-D tensors, got {self.ndim}-D; use transpose() or permute()")
         return _apply(ops.Permute, self, axes=(1, 0))
 
     def squeeze(self, dim=None):
@@ -458,12 +470,12 @@ class Tensor:
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
     def broadcast_to(self, *shape):
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        shape = _unpack_sizes(shape)
         return _apply(ops.BroadcastTo, self, shape=shape)
 
     def expand(self, *sizes):
         """Broadcast to sizes; -1 keeps a dimension (PyTorch's expand)."""
-        sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
+        sizes = _unpack_sizes(sizes)
         offset = len(sizes) - self.ndim
         shape = tuple(self.shape[i - offset] if n == -1 else n for i, n in enumerate(sizes))
         return self.broadcast_to(shape)
@@ -757,7 +769,8 @@ def stack(tensors, dim: int | None = None, *, axis=None) -> Tensor:
     _check_same_rank(tensors, "stack")
     for i, t in enumerate(tensors):
         if t.shape != tensors[0].shape:
-            raise ValueError(f"stack: tensor {i} has shape {t.shape}, tensor 0 has {tensors[0].shape}")
+            raise ValueError(
+                f"stack: tensor {i} has shape {t.shape}, tensor 0 has {tensors[0].shape}")
     dim = _dim(axis, dim) or 0
     return _apply(ops.Stack, *tensors, axis=dim)
 
@@ -787,8 +800,7 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
 
 
 def _shape(shape) -> tuple[int, ...]:
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
+    shape = _unpack_sizes(shape)
     for n in shape:
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"shape must be non-negative integers, got {shape}")
@@ -832,7 +844,8 @@ def _random(kind, shape, dtype, device, requires_grad) -> Tensor:
         raise TypeError(f"{kind}: dtype must be floating point, got {dtype}")
     gen = backend.get_generator(device)
     shape = _shape(shape)
-    data = gen.standard_normal(shape, dtype=dtype) if kind == "randn" else gen.random(shape, dtype=dtype)
+    draw = gen.standard_normal if kind == "randn" else gen.random
+    data = draw(shape, dtype=dtype)
     return Tensor(data, requires_grad=requires_grad)
 
 

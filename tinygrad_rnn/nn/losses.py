@@ -15,7 +15,8 @@ class CrossEntropyLoss(Module):
         self.ignore_index, self.reduction = ignore_index, reduction
 
     def forward(self, input: Tensor, target) -> Tensor:  # noqa: A002
-        return F.cross_entropy(input, target, ignore_index=self.ignore_index, reduction=self.reduction)
+        return F.cross_entropy(input, target, ignore_index=self.ignore_index,
+                               reduction=self.reduction)
 
 
 class NLLLoss(CrossEntropyLoss):

@@ -107,7 +107,8 @@ class Module:
 
     # ----------------------------------------------------------------- traversal
 
-    def named_modules(self, prefix: str = "", memo: set | None = None) -> Iterator[tuple[str, Module]]:
+    def named_modules(self, prefix: str = "",
+                      memo: set | None = None) -> Iterator[tuple[str, Module]]:
         """This module and every sub-module, depth first, each once."""
         memo = set() if memo is None else memo
         if id(self) in memo:
@@ -134,7 +135,8 @@ class Module:
         for _, module in self.named_children():
             yield module
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+    def named_parameters(self, prefix: str = "",
+                         recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
         """(dotted name, parameter) in registration order; a shared parameter is listed once."""
         seen = set()
         modules = self.named_modules(prefix) if recurse else [(prefix, self)]
@@ -214,7 +216,8 @@ class Module:
 
     def state_dict(self) -> OrderedDict:
         """Ordered {dotted name: NumPy array copy} of every parameter."""
-        return OrderedDict((name, backend.to_numpy(p.data).copy()) for name, p in self.named_parameters())
+        return OrderedDict((name, backend.to_numpy(p.data).copy())
+                           for name, p in self.named_parameters())
 
     def load_state_dict(self, state_dict, strict: bool = True):
         """Copy values into the existing parameters, cast to each parameter's dtype and device.

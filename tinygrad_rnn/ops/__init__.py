@@ -1,12 +1,38 @@
 """One small class per op: forward(*arrays) -> array, backward(grad) -> grads, on raw arrays."""
 
 from .elementwise import (  # noqa: F401
-    Abs, Add, Clip, Div, Exp, Log, Maximum, Minimum, Mul, MulConstant, Neg, Pow, PowScalar,
-    Relu, Sigmoid, Softplus, Sqrt, Sub, Tanh, Where,
+    Abs,
+    Add,
+    Clip,
+    Div,
+    Exp,
+    Log,
+    Maximum,
+    Minimum,
+    Mul,
+    MulConstant,
+    Neg,
+    Pow,
+    PowScalar,
+    Relu,
+    Sigmoid,
+    Softplus,
+    Sqrt,
+    Sub,
+    Tanh,
+    Where,
 )
 from .function import Function, normalize_axes  # noqa: F401
 from .linalg import MatMul  # noqa: F401
 from .reduce import LogSoftmax, LogSumExp, Max, Mean, Min, Softmax, Sum, Var  # noqa: F401
 from .shape import (  # noqa: F401
-    BroadcastTo, Concat, Embedding, GetItem, Permute, Reshape, Split, Stack, Unbind,
+    BroadcastTo,
+    Concat,
+    Embedding,
+    GetItem,
+    Permute,
+    Reshape,
+    Split,
+    Stack,
+    Unbind,
 )

@@ -89,7 +89,8 @@ class Var(_Reduction):
         self._setup(x)
         self.centered = x - x.mean(axis=self.axes, keepdims=True)
         self.dof = max(self._count() - self.correction, 0)
-        return (self.centered * self.centered).sum(axis=self.axes, keepdims=self.keepdims) / self.dof
+        squares = self.centered * self.centered
+        return squares.sum(axis=self.axes, keepdims=self.keepdims) / self.dof
 
     def backward(self, dy):
         # dof = 0 (one element, correction=1): the forward is nan, so is the gradient (PyTorch)

@@ -85,7 +85,8 @@ class GetItem(Function):
 
 
 class Embedding(Function):
-    """y = weight[indices] (rows);  dweight = scatter-add of dy into the rows, none for padding_idx."""
+    """y = weight[indices] (rows);  dweight = scatter-add of dy into the rows (none for the
+    padding_idx row)."""
 
     def __init__(self, indices, padding_idx=None):
         self.indices, self.padding_idx = indices, padding_idx
