@@ -242,3 +242,21 @@ def test_fused_ops_pass_gradcheck(rng, op, inputs):
     if proj:
         args.append(t(P, H))
     assert tg.gradcheck(lambda *a: tg.apply_op(op, *a, **inputs), args)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fast_keyword_selects_the_path(kind, monkeypatch):
+    """`fast=False` in the constructor is the same switch as the attribute: the fused op is
+    never called, and the default layer does call it."""
+    calls = []
+    original = fast_path.run_direction
+    monkeypatch.setattr(fast_path, "run_direction",
+                        lambda *args, **kw: calls.append(1) or original(*args, **kw))
+    composed = _layer(kind, fast=False)
+    assert composed.fast is False
+    composed(tg.randn(SEQ, BATCH, INPUT, dtype=np.float64))
+    assert calls == []
+    default = _layer(kind)
+    assert default.fast is True
+    default(tg.randn(SEQ, BATCH, INPUT, dtype=np.float64))
+    assert calls

@@ -70,24 +70,23 @@ class RNNBase(Module):
           value with probability p at each step in training mode; in eval mode the state is
           the expectation p * previous + (1 - p) * new, as in the paper.
 
-    Fast path: with `layer.fast = True` (the default) each layer and direction runs as one
-    fused graph node with a hand-written BPTT (nn/fast_path.py, ops/fused.py) whenever the
-    options allow it (plain RNN, LSTM with or without proj_size, GRU with reset_after=True;
-    not with lengths=, zoneout, the LSTM variants or recurrent dropout while training).
-    `layer.fast = False` records the composed per-step graph; both give the same numbers.
+    Fast path: with `fast=True` (the default; also the attribute `layer.fast`) each layer and
+    direction runs as one fused graph node with a hand-written BPTT (nn/fast_path.py,
+    ops/fused.py) whenever the options allow it (plain RNN, LSTM with or without proj_size,
+    GRU with reset_after=True; not with lengths=, zoneout, the LSTM variants or recurrent
+    dropout while training).
+    `fast=False` (or `layer.fast = False` later) records the composed per-step graph; both
+    give the same numbers.
     """
 
     num_gates = 1
     state_names = ("h_0",)
-    # Fast path (nn/fast_path.py): each layer and direction runs as one fused node with a
-    # hand-written BPTT when the options allow; set `layer.fast = False` for the composed path.
-    fast = True
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device=None, dtype=None, *,
                  learn_initial_state: bool = False, recurrent_dropout: float = 0.0,
-                 zoneout: float = 0.0):
+                 zoneout: float = 0.0, fast: bool = True):
         super().__init__()
         name = type(self).__name__
         _check_positive_int("input_size", name, input_size)
@@ -102,6 +101,7 @@ class RNNBase(Module):
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.proj_size = bidirectional, proj_size
         self.num_directions = 2 if bidirectional else 1
+        self.fast = bool(fast)
         self.learn_initial_state = bool(learn_initial_state)
         self.recurrent_dropout = _check_probability(name, "recurrent_dropout",
                                                     recurrent_dropout, high_inclusive=False)
@@ -410,14 +410,14 @@ class RNN(RNNBase):
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None, *,
                  learn_initial_state: bool = False, recurrent_dropout: float = 0.0,
-                 zoneout: float = 0.0):
+                 zoneout: float = 0.0, fast: bool = True):
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"RNN: nonlinearity must be one of {NONLINEARITIES}, "
                              f"got {nonlinearity!r}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, device=device, dtype=dtype,
                          learn_initial_state=learn_initial_state,
-                         recurrent_dropout=recurrent_dropout, zoneout=zoneout)
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, fast=fast)
         self.nonlinearity = nonlinearity
 
     def _step(self, x_gates, h, W_hh_T, b_hh, W_hr_T, w=None, h_mask=None):
@@ -444,13 +444,13 @@ class GRU(RNNBase):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, reset_after: bool = True,
                  learn_initial_state: bool = False, recurrent_dropout: float = 0.0,
-                 zoneout: float = 0.0):
+                 zoneout: float = 0.0, fast: bool = True):
         if not isinstance(reset_after, bool):
             raise TypeError(f"GRU: reset_after must be True or False, got {reset_after!r}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, device=device, dtype=dtype,
                          learn_initial_state=learn_initial_state,
-                         recurrent_dropout=recurrent_dropout, zoneout=zoneout)
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, fast=fast)
         self.reset_after = reset_after
 
     @property
@@ -487,14 +487,14 @@ class LSTM(RNNBase):
                  proj_size: int = 0, device=None, dtype=None, *, peephole: bool = False,
                  cifg: bool = False, layer_norm: bool = False, forget_bias: float | None = None,
                  learn_initial_state: bool = False, recurrent_dropout: float = 0.0,
-                 zoneout: float = 0.0):
+                 zoneout: float = 0.0, fast: bool = True):
         check_lstm_options("LSTM", bias, peephole, cifg, layer_norm, forget_bias)
         # Set before the parameters are made: they decide their number and shapes.
         object.__setattr__(self, "_options", (peephole, cifg, layer_norm, forget_bias))
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device=device, dtype=dtype,
                          learn_initial_state=learn_initial_state,
-                         recurrent_dropout=recurrent_dropout, zoneout=zoneout)
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, fast=fast)
         self.peephole, self.cifg, self.layer_norm, self.forget_bias = self._options
 
     @property
