@@ -129,14 +129,6 @@ def test_default_loss_is_the_sum_of_outputs():
         np.testing.assert_array_equal(plain[key], ones[key])
 
 
-def test_numpy_lstm_module_reexports_the_baseline(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when run from the benchmarks folder
-    assert _load("numpy_lstm").lstm_step_numpy.__name__ == "lstm_step_numpy"
-    monkeypatch.syspath_prepend(str(BENCHMARKS.parent))  # as `import benchmarks.numpy_lstm`
-    module = importlib.import_module("benchmarks.numpy_lstm")
-    assert module.lstm_step_numpy.__name__ == "lstm_step_numpy"
-
-
 def test_lstm_step_benchmark_runs_and_writes_its_table(tmp_path):
     bench = _load("bench_lstm_step")
     output = tmp_path / "lstm_step.md"
@@ -145,3 +137,25 @@ def test_lstm_step_benchmark_runs_and_writes_its_table(tmp_path):
     assert output.read_text() == table
     assert "| tinygrad_rnn |" in table and "| NumPy by hand |" in table
     assert "T=3, B=2, I=4, H=5, float32" in table
+
+
+def test_recurrent_benchmark_quick_run_writes_its_table(tmp_path):
+    """bench_recurrent.py --quick: every contender runs and the results table is written."""
+    bench = _load("bench_recurrent")
+    output = tmp_path / "recurrent.md"
+    bench.main(["--quick", "--no-torch", "--out", str(output)])
+    text = output.read_text()
+    for heading in ("## Targets", "### LSTM", "### GRU", "### RNN", "## Linearity in T",
+                    "## Peak memory"):
+        assert heading in text
+
+
+def test_engine_benchmark_runs_and_writes_its_table(tmp_path, monkeypatch):
+    """bench_engine.py at a tiny chain length: both contenders agree and the table is written."""
+    bench = _load("bench_engine")
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "engine.md")
+    monkeypatch.setattr(bench, "NODES", 100)
+    monkeypatch.setattr(bench, "REPEATS", 2)
+    table = bench.main()
+    assert (tmp_path / "engine.md").read_text() == table
+    assert "| `y = y * a + b` | 100 |" in table and "engine / NumPy" in table
