@@ -379,7 +379,42 @@ class RNNCell(RNNCellBase):
         return h if batched else h.squeeze(0)
 
 
-class LSTMCell(RNNCellBase):
+class LSTMOptions:
+    """The variant options that LSTMCell and LSTM share. They are set before the parameters
+    are made, since they decide how many gates (3 with cifg) and which extra parameters
+    there are; with none of them the module is PyTorch's plain LSTM."""
+
+    def _set_lstm_options(self, owner: str, bias: bool, peephole: bool, cifg: bool,
+                          layer_norm: bool, forget_bias: float | None) -> None:
+        check_lstm_options(owner, bias, peephole, cifg, layer_norm, forget_bias)
+        for name, value in (("peephole", peephole), ("cifg", cifg), ("layer_norm", layer_norm),
+                            ("forget_bias", forget_bias)):
+            object.__setattr__(self, name, value)  # before Module.__init__ sets up registries
+
+    @property
+    def num_gates(self) -> int:
+        return 3 if self.cifg else 4
+
+    @property
+    def is_variant(self) -> bool:
+        """True when this is not PyTorch's plain LSTM (peephole, cifg or layer_norm)."""
+        return self.peephole or self.cifg or self.layer_norm
+
+    def _variant_parameters(self):
+        return lstm_variant_parameters(self.hidden_size, self.peephole, self.cifg,
+                                       self.layer_norm)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        for name in ("peephole", "cifg", "layer_norm"):
+            if getattr(self, name):
+                s += f", {name}=True"
+        if self.forget_bias is not None:
+            s += f", forget_bias={self.forget_bias}"
+        return s
+
+
+class LSTMCell(LSTMOptions, RNNCellBase):
     """One LSTM step. forward(input, (h, c)=None) -> (h', c'). Gate order [i, f, g, o].
 
     Keyword options (see `lstm_variant_step`): peephole=True (weight_ci, weight_cf,
@@ -395,31 +430,15 @@ class LSTMCell(RNNCellBase):
                  device=None, dtype=None, *, peephole: bool = False, cifg: bool = False,
                  layer_norm: bool = False, forget_bias: float | None = None,
                  learn_initial_state: bool = False):
-        check_lstm_options("LSTMCell", bias, peephole, cifg, layer_norm, forget_bias)
-        # Set before the parameters are made: they decide their number and shapes.
-        object.__setattr__(self, "_options", (peephole, cifg, layer_norm, forget_bias))
+        self._set_lstm_options("LSTMCell", bias, peephole, cifg, layer_norm, forget_bias)
         super().__init__(input_size, hidden_size, bias, device, dtype,
                          learn_initial_state=learn_initial_state)
-        self.peephole, self.cifg, self.layer_norm, self.forget_bias = self._options
-
-    @property
-    def num_gates(self) -> int:
-        return 3 if self._options[1] else 4
-
-    @property
-    def is_variant(self) -> bool:
-        """True when the cell is not PyTorch's plain LSTM cell (peephole, cifg, layer_norm)."""
-        return self.peephole or self.cifg or self.layer_norm
-
-    def _variant_parameters(self):
-        peephole, cifg, norm, _ = self._options
-        return lstm_variant_parameters(self.hidden_size, peephole, cifg, norm)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        peephole, cifg, norm, forget_bias = self._options
-        if forget_bias is not None:
-            set_forget_bias(self.bias_ih, self.bias_hh, forget_bias, self.hidden_size, cifg)
+        if self.forget_bias is not None:
+            set_forget_bias(self.bias_ih, self.bias_hh, self.forget_bias, self.hidden_size,
+                            self.cifg)
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None):  # noqa: A002
         if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
@@ -436,15 +455,6 @@ class LSTMCell(RNNCellBase):
                                      self.weight_hh.T, self.bias_hh, peephole=peephole,
                                      cifg=self.cifg, layer_norm=norm)
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
-
-    def extra_repr(self) -> str:
-        s = super().extra_repr()
-        for name in ("peephole", "cifg", "layer_norm"):
-            if getattr(self, name):
-                s += f", {name}=True"
-        if self.forget_bias is not None:
-            s += f", forget_bias={self.forget_bias}"
-        return s
 
 
 class GRUCell(RNNCellBase):

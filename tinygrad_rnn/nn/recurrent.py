@@ -23,14 +23,13 @@ from ..tensor import Tensor, cat, stack, where, zeros
 from . import fast_path
 from .cells import (
     NONLINEARITIES,
+    LSTMOptions,
     broadcast_state,
-    check_lstm_options,
     gru_reset_before_step,
     gru_step,
     init_variant_parameter,
     input_gates,
     lstm_step,
-    lstm_variant_parameters,
     lstm_variant_step,
     lstm_variant_weights,
     rnn_step,
@@ -466,7 +465,7 @@ class GRU(RNNBase):
         return s if self.reset_after else s + ", reset_after=False"
 
 
-class LSTM(RNNBase):
+class LSTM(LSTMOptions, RNNBase):
     """LSTM over a sequence. forward(input, (h_0, c_0)=None, lengths=None) -> (output, (h_n, c_n)).
 
     output (T, B, D*H_out), h_n (num_layers*D, B, H_out), c_n (num_layers*D, B, H), where
@@ -488,40 +487,24 @@ class LSTM(RNNBase):
                  cifg: bool = False, layer_norm: bool = False, forget_bias: float | None = None,
                  learn_initial_state: bool = False, recurrent_dropout: float = 0.0,
                  zoneout: float = 0.0, fast: bool = True):
-        check_lstm_options("LSTM", bias, peephole, cifg, layer_norm, forget_bias)
-        # Set before the parameters are made: they decide their number and shapes.
-        object.__setattr__(self, "_options", (peephole, cifg, layer_norm, forget_bias))
+        self._set_lstm_options("LSTM", bias, peephole, cifg, layer_norm, forget_bias)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device=device, dtype=dtype,
                          learn_initial_state=learn_initial_state,
                          recurrent_dropout=recurrent_dropout, zoneout=zoneout, fast=fast)
-        self.peephole, self.cifg, self.layer_norm, self.forget_bias = self._options
-
-    @property
-    def num_gates(self) -> int:
-        return 3 if self._options[1] else 4
-
-    @property
-    def is_variant(self) -> bool:
-        return self.peephole or self.cifg or self.layer_norm
-
-    def _variant_parameters(self):
-        peephole, cifg, norm, _ = self._options
-        return lstm_variant_parameters(self.hidden_size, peephole, cifg, norm)
 
     def _state_sizes(self) -> list[int]:
         return [self.output_size, self.hidden_size]
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        _, cifg, _, forget_bias = self._options
-        if forget_bias is None:
+        if self.forget_bias is None:
             return
         for layer in range(self.num_layers):
             for suffix in self._suffixes():
                 set_forget_bias(getattr(self, f"bias_ih_l{layer}{suffix}"),
                                 getattr(self, f"bias_hh_l{layer}{suffix}"),
-                                forget_bias, self.hidden_size, cifg)
+                                self.forget_bias, self.hidden_size, self.cifg)
 
     def _initial_states(self, hx, batch, batched, like):
         if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
@@ -548,12 +531,3 @@ class LSTM(RNNBase):
             return lstm_step(x_gates, h, c, W_hh_T, b_hh, W_hr_T)
         return lstm_variant_step(x_gates, h, c, W_hh_T, b_hh, W_hr_T, peephole=w["peephole"],
                                  cifg=self.cifg, layer_norm=w["layer_norm"])
-
-    def extra_repr(self) -> str:
-        s = super().extra_repr()
-        for name in ("peephole", "cifg", "layer_norm"):
-            if getattr(self, name):
-                s += f", {name}=True"
-        if self.forget_bias is not None:
-            s += f", forget_bias={self.forget_bias}"
-        return s
