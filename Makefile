@@ -1,35 +1,42 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# One stamp per set of extras; each is redone whenever pyproject.toml changes.
+DEMO_STAMP := $(VENV)/.installed-train
+TEST_STAMP := $(VENV)/.installed-test
 
+.DEFAULT_GOAL := test
 .PHONY: demo test bench lint docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 
-# Reinstall whenever pyproject.toml changes.
-$(STAMP): pyproject.toml | $(PY)
+# The demo needs only the training extras (tqdm, matplotlib).
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[train]"
+	touch $@
+
+# Tests, benchmarks and lint: everything (pytest, hypothesis, torch for parity, ruff).
+$(TEST_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test,train,dev]"
-	touch $(STAMP)
+	touch $@ $(DEMO_STAMP)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest
 
 # One BLAS thread: the demo's matrices are small, so a second thread gains nothing and,
 # on a busy machine, threads waiting for each other can slow every step down many times.
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m tinygrad_rnn demo --out runs/demo
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_recurrent.py
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check tinygrad_rnn tests benchmarks examples
 
-docs: $(STAMP)
+docs: $(TEST_STAMP)
 	$(PY) -m pytest tests/test_docs.py
 
 clean:
