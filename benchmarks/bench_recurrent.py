@@ -285,7 +285,7 @@ def memory_table(config_name, shape, log) -> tuple[list[str], dict]:
 
 def targets_section(step_ratios, lin_ratios, mem_ratios, configs, use_torch,
                     mem_name, steps) -> list[str]:
-    """Each target of the issue, measured value and whether it is met."""
+    """Each performance target, its measured value and whether it is met."""
     rows = []
 
     def row(what, value, limit):

