@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinygrad_rnn import backend
+from tinygrad_rnn import backend, cli
 from tinygrad_rnn.cli import main
 from tinygrad_rnn.train import CELLS, TrainConfig, Trainer, TrainingError, load_checkpoint
 
@@ -254,3 +254,12 @@ def test_console_script_and_module_are_the_same_command():
     assert "usage: tinygrad-rnn" in done.stdout
     for command in ("train", "sample", "gradflow", "info", "demo"):
         assert command in done.stdout
+
+
+def test_result_line_says_when_the_model_is_worse_than_the_baseline():
+    result = {"task": "sine", "cell": "gru", "metric_name": "mse", "baseline_name": "last value",
+              "higher_is_better": False, "metrics": {}}
+    better = cli.result_line({**result, "metric": 0.01, "baseline": 0.1})
+    worse = cli.result_line({**result, "metric": 0.2, "baseline": 0.1})
+    assert "(10.0x lower)" in better
+    assert "(2.0x HIGHER: worse than the baseline)" in worse

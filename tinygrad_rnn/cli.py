@@ -252,7 +252,10 @@ def result_line(result: dict) -> str:
             f"{_format_value(baseline)}")
     lower_is_better = not result["higher_is_better"]
     if lower_is_better and math.isfinite(metric) and metric > 0 and baseline > 0:
-        line += f"  ({baseline / metric:.1f}x lower)"
+        if metric <= baseline:
+            line += f"  ({baseline / metric:.1f}x lower)"
+        else:
+            line += f"  ({metric / baseline:.1f}x HIGHER: worse than the baseline)"
     if "bits_per_char" in result:
         line += (f"  [{result['bits_per_char']:.3f} bits/char; unigram entropy "
                  f"{result['unigram_entropy']:.3f} nats]")
