@@ -228,6 +228,8 @@ def test_demo_quick(tmp_path, capsys):
     (["sample", "--checkpoint", "/nonexistent"], "no checkpoint"),
     (["gradflow", "--cells", "rnn,nope"], "--cells"),
     (["gradflow", "--seq-len", "0"], "expected a positive integer"),
+    (["bench", "--cells", "lstm,nope"], "--cells"),
+    (["bench", "--repeats", "0"], "expected a positive integer"),
 ])
 def test_bad_arguments_give_argparse_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -263,3 +265,17 @@ def test_result_line_says_when_the_model_is_worse_than_the_baseline():
     worse = cli.result_line({**result, "metric": 0.2, "baseline": 0.1})
     assert "(10.0x lower)" in better
     assert "(2.0x HIGHER: worse than the baseline)" in worse
+
+
+def test_bench_times_both_paths_and_says_when_only_the_composed_one_exists(capsys):
+    argv = ["bench", "--cells", "rnn,lstm,gru,peephole", "--seq-len", 4, "--batch-size", 2,
+            "--input-size", 3, "--hidden", 5, "--repeats", 1]
+    assert run_cli(*argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "(T, B, I, H) = (4, 2, 3, 5)" in lines[0]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert set(rows) == {"rnn", "lstm", "gru", "peephole"}
+    for cell in ("rnn", "lstm", "gru"):
+        fast, composed, ratio = rows[cell]
+        assert float(fast) > 0 and float(composed) > 0 and ratio.endswith("x")
+    assert rows["peephole"][0] == "n/a" and float(rows["peephole"][1]) > 0

@@ -80,6 +80,12 @@ def xp_for(device: str):
     return np if device == "cpu" else require_cuda()
 
 
+def synchronize(device: str) -> None:
+    """Wait until the device has finished its queued work (a no-op on "cpu"); for timing."""
+    if device == "cuda":
+        require_cuda().cuda.Device().synchronize()
+
+
 def is_cupy_array(x) -> bool:
     return _cupy is not None and isinstance(x, _cupy.ndarray)
 

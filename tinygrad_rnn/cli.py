@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  tinygrad-rnn train --task charlm --out runs/charlm\n"
                "  tinygrad-rnn sample --checkpoint runs/charlm --prime 'Return the '\n"
                "  tinygrad-rnn gradflow --seq-len 100\n"
+               "  tinygrad-rnn bench --cells lstm,gru\n"
                "  tinygrad-rnn info")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -200,6 +201,25 @@ def build_parser() -> argparse.ArgumentParser:
     gradflow.add_argument("--seed", type=_non_negative_int, default=0)
     gradflow.add_argument("--out", metavar="PNG", default="gradflow.png")
     gradflow.set_defaults(handler=cmd_gradflow)
+
+    bench = commands.add_parser(
+        "bench", help="time one training step of recurrent layers (fast and composed paths)",
+        description="Median time of one training step (forward over all steps, loss = sum of "
+                    "the outputs, backward to every weight and the input) of each layer, "
+                    "through the fused fast path and through the composed per-step graph.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bench.add_argument("--cells", default="rnn,lstm,gru",
+                       help=f"comma-separated cells, from {', '.join(CELLS)}")
+    bench.add_argument("--seq-len", type=_positive_int, default=100)
+    bench.add_argument("--batch-size", type=_positive_int, default=64)
+    bench.add_argument("--input-size", type=_positive_int, default=128)
+    bench.add_argument("--hidden", type=_positive_int, default=256)
+    bench.add_argument("--layers", type=_positive_int, default=1)
+    bench.add_argument("--repeats", type=_positive_int, default=5,
+                       help="timed steps per path (after one warm-up step)")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda")
+    bench.add_argument("--seed", type=_non_negative_int, default=0)
+    bench.set_defaults(handler=cmd_bench)
 
     info = commands.add_parser("info", help="versions, backends and devices")
     info.set_defaults(handler=cmd_info)
@@ -397,6 +417,48 @@ def cmd_gradflow(args, parser) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if write_gradflow(norms, out, args.seq_len):
         print(f"wrote {out}")
+    return 0
+
+
+def time_training_step(layer, x, repeats: int) -> float:
+    """Median seconds of one training step of `layer` on x, after one warm-up step."""
+    seconds = []
+    for _ in range(repeats + 1):
+        layer.zero_grad()
+        start = time.perf_counter()
+        output, _ = layer(x)
+        output.sum().backward()
+        backend.synchronize(x.device)
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds[1:]))
+
+
+def cmd_bench(args, parser) -> int:
+    from .nn import fast_path
+    from .tensor import randn
+    from .train import CELLS, build_recurrent
+
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    unknown = [c for c in cells if c not in CELLS]
+    if not cells or unknown:
+        parser.error(f"--cells: expected names from {', '.join(CELLS)}, got {args.cells!r}")
+    device = _check_device(parser, args.device)
+    shape = (args.seq_len, args.batch_size, args.input_size)
+    print(f"one training step, (T, B, I, H) = ({', '.join(map(str, shape))}, {args.hidden}), "
+          f"{args.layers} layer(s), float32, {device}; median of {args.repeats} steps, ms")
+    print(f"{'cell':<10}{'fast':>10}{'composed':>11}{'composed / fast':>17}")
+    for cell in cells:
+        backend.manual_seed(args.seed)
+        layer = build_recurrent(cell, args.input_size, args.hidden, args.layers).to(device)
+        x = randn(*shape, device=device)
+        layer.fast = False
+        composed = time_training_step(layer, x, args.repeats) * 1e3
+        layer.fast = True
+        if fast_path.applies(layer):
+            fast = time_training_step(layer, x, args.repeats) * 1e3
+            print(f"{cell:<10}{fast:>10.2f}{composed:>11.2f}{composed / fast:>16.2f}x")
+        else:  # a variant the fused ops do not cover: the composed path is the only one
+            print(f"{cell:<10}{'n/a':>10}{composed:>11.2f}{'':>17}")
     return 0
 
 
