@@ -262,9 +262,15 @@ def test_operations_keep_integer_dtypes():
     i = tg.Tensor([1, 2, 3])
     assert (i + 1).dtype == np.int64
     assert (i * 2).dtype == np.int64
-    # a Python float makes a float tensor (PyTorch gives float32 here; NumPy's promotion of
-    # int64 with a float32 scalar array gives float64: a known difference)
-    assert (i + 0.5).dtype.kind == "f"
+    # a Python float makes a tensor of the default float dtype, as in PyTorch
+    assert (i + 0.5).dtype == np.float32
+    assert (0.5 * i).dtype == np.float32
+    # an integer or bool tensor never promotes a float one: float32 stays float32
+    x = tg.ones(3, requires_grad=True)
+    assert (i * x).dtype == np.float32 and (x / i).dtype == np.float32
+    assert (x * (i > 1)).dtype == np.float32
+    (x * i).sum().backward()
+    assert x.grad.dtype == np.float32 and x.grad.tolist() == [1.0, 2.0, 3.0]
 
 
 def test_numpy_scalar_and_array_on_the_left():

@@ -276,36 +276,36 @@ class Tensor:
         return backend.get_array_module(self.data)
 
     def __add__(self, other):
-        return _apply(ops.Add, self, self._operand(other))
+        return _binary(ops.Add, self, self._operand(other))
 
     def __radd__(self, other):
-        return _apply(ops.Add, self._operand(other), self)
+        return _binary(ops.Add, self._operand(other), self)
 
     def __sub__(self, other):
-        return _apply(ops.Sub, self, self._operand(other))
+        return _binary(ops.Sub, self, self._operand(other))
 
     def __rsub__(self, other):
-        return _apply(ops.Sub, self._operand(other), self)
+        return _binary(ops.Sub, self._operand(other), self)
 
     def __mul__(self, other):
-        return _apply(ops.Mul, self, self._operand(other))
+        return _binary(ops.Mul, self, self._operand(other))
 
     def __rmul__(self, other):
-        return _apply(ops.Mul, self._operand(other), self)
+        return _binary(ops.Mul, self._operand(other), self)
 
     def __truediv__(self, other):
-        return _apply(ops.Div, self, self._operand(other))
+        return _binary(ops.Div, self, self._operand(other))
 
     def __rtruediv__(self, other):
-        return _apply(ops.Div, self._operand(other), self)
+        return _binary(ops.Div, self._operand(other), self)
 
     def __pow__(self, exponent):
         if isinstance(exponent, (int, float)) and not isinstance(exponent, bool):
             return _apply(ops.PowScalar, self, exponent=exponent)
-        return _apply(ops.Pow, self, self._operand(exponent))
+        return _binary(ops.Pow, self, self._operand(exponent))
 
     def __rpow__(self, base):
-        return _apply(ops.Pow, self._operand(base), self)
+        return _binary(ops.Pow, self._operand(base), self)
 
     def __neg__(self):
         return _apply(ops.Neg, self)
@@ -377,10 +377,10 @@ class Tensor:
     clamp = clip
 
     def maximum(self, other):
-        return _apply(ops.Maximum, self, self._operand(other))
+        return _binary(ops.Maximum, self, self._operand(other))
 
     def minimum(self, other):
-        return _apply(ops.Minimum, self, self._operand(other))
+        return _binary(ops.Minimum, self, self._operand(other))
 
     def softmax(self, dim=-1):
         return _apply(ops.Softmax, self, axis=dim)
@@ -547,6 +547,17 @@ def _apply(fn_cls, *inputs: Tensor, **params):
 
 
 apply_op = _apply
+
+
+def _binary(fn_cls, a: Tensor, b: Tensor) -> Tensor:
+    """A binary op where an integer (or bool) operand never promotes a floating one: it is cast
+    to the other's dtype first (as PyTorch does), so float32 stays float32."""
+    a_float, b_float = _is_float(a.dtype), _is_float(b.dtype)
+    if a_float and not b_float:
+        b = Tensor._wrap(b.data.astype(a.dtype))
+    elif b_float and not a_float:
+        a = Tensor._wrap(a.data.astype(b.dtype))
+    return _apply(fn_cls, a, b)
 
 
 def _topological_order(root_node) -> list:
