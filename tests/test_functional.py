@@ -281,3 +281,10 @@ def test_losses_keep_float32():
         assert loss.dtype == np.float32
         loss.backward()
     assert x.grad.dtype == np.float32
+
+
+def test_cross_entropy_mean_over_no_counted_target_is_nan_like_pytorch():
+    logits = tg.randn(3, 4, requires_grad=True)
+    loss = F.cross_entropy(logits, np.array([-100, -100, -100]))
+    assert np.isnan(loss.item())
+    assert F.cross_entropy(logits, np.array([-100, -100, -100]), reduction="sum").item() == 0.0

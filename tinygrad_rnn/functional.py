@@ -125,7 +125,9 @@ def nll_loss(log_probs: Tensor, target, ignore_index: int = -100,
     weight = valid.astype(log_probs.dtype)
     loss = -(picked * weight)
     if reduction == "mean":
-        return loss.sum() / max(float(weight.sum()), 1.0) if t.size else loss.sum() * float("nan")
+        count = float(weight.sum())
+        # no target counted (empty, or all ignore_index): the mean is nan, as in PyTorch
+        return loss.sum() / count if count else loss.sum() * float("nan")
     return _reduce(loss, reduction, "nll_loss")
 
 
