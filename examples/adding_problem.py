@@ -6,7 +6,7 @@ Always answering 1.0 scores MSE 0.167; to do better a model has to carry a numbe
 to T steps. An LSTM learns it; a tanh RNN, whose gradient vanishes over that distance, does
 not.
 
-    python examples/adding_problem.py                  # LSTM, T=100 (about 1-2 minutes)
+    python examples/adding_problem.py                  # LSTM, T=100 (about 30 s on 2 cores)
     python examples/adding_problem.py --cell rnn       # tanh RNN: stays near 0.167
     python examples/adding_problem.py --quick          # a few steps (smoke test)
 """

@@ -6,7 +6,7 @@ reads the next T characters of each stream and predicts each following character
 state is carried from one chunk to the next (so the model sees an unbroken text) but detached
 from the graph (so backward() only goes back T steps): that is truncated BPTT.
 
-    python examples/char_lm.py                    # about 5 minutes, then samples
+    python examples/char_lm.py                    # about 3 minutes on 2 cores, then samples
     python examples/char_lm.py --text book.txt    # your own text
     python examples/char_lm.py --quick            # smoke test
 

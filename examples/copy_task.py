@@ -9,7 +9,7 @@ The model sees one token per step (embedding -> LSTM -> Linear at every step) an
 only on the recall steps, with cross_entropy(..., ignore_index=IGNORE). Guessing gets 1/8 of
 the symbols right.
 
-    python examples/copy_task.py             # 10 symbols (about 3 minutes)
+    python examples/copy_task.py             # 10 symbols (about 20 s on 2 cores)
     python examples/copy_task.py --quick     # smoke test
 """
 

@@ -5,7 +5,7 @@ windows of `--window` values; the target of each window is the value that follow
 first 80% of the series gives training windows, the last 20% the test windows. The trivial
 forecaster repeats the window's last value ("persistence").
 
-    python examples/sine_forecast.py            # GRU, about a minute
+    python examples/sine_forecast.py            # GRU, a few seconds
     python examples/sine_forecast.py --quick    # smoke test
 """
 
