@@ -24,14 +24,14 @@ def _layer(kind, dtype=np.float64, device="cpu", **options):
     return cls(INPUT, HIDDEN, dtype=dtype, device=device, **options)
 
 
-def _run(layer, x, states, fast, loss_on=("output", "state")):
+def _run(layer, x, states, fast, loss_on=("output", "state"), lengths=None):
     """Forward + backward with a random-weighted loss; everything the test compares."""
     layer.fast = fast
     layer.zero_grad()
     x = tg.tensor(x, requires_grad=True, device=layer.weight_ih_l0.device)
     states = [tg.tensor(s, requires_grad=True, device=x.device) for s in states]
     hx = None if not states else states[0] if len(states) == 1 else tuple(states)
-    out, final = layer(x, hx)
+    out, final = layer(x, hx, lengths=lengths)
     finals = final if isinstance(final, tuple) else (final,)
     rng = np.random.default_rng(1)
     loss = 0.0
@@ -172,17 +172,42 @@ def test_the_fast_path_is_one_node_and_forget_bias_keeps_it(rng):
     assert not isinstance(out._node, fused.LSTMLayer)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_lengths_fall_back_and_stay_correct(rng, kind):
-    layer = _layer(kind, bidirectional=True)
-    assert not fast_path.applies(layer, lengths=np.array([5, 2, 4]))
+LENGTHS_GRID = [
+    (kind, layers, bidirectional, batch_first, proj, with_state, lengths)
+    for kind, layers, bidirectional, batch_first, proj, with_state, lengths in itertools.product(
+        KINDS, (1, 2), (False, True), (False, True), (0, PROJ), (False, True),
+        ((5, 2, 4), (1, 3, 3)))
+    if not (proj and kind != "lstm")
+]
+
+
+@pytest.mark.parametrize("kind,layers,bidirectional,batch_first,proj,with_state,lengths",
+                         LENGTHS_GRID)
+def test_variable_lengths_fast_equals_composed(rng, kind, layers, bidirectional, batch_first,
+                                               proj, with_state, lengths):
+    """lengths= on the fast path (final states taken at each sequence's own end, the reverse
+    direction on each sequence reversed in place) gives the composed path's masked loop."""
+    options = dict(num_layers=layers, bidirectional=bidirectional, batch_first=batch_first)
+    if proj:
+        options["proj_size"] = proj
+    layer = _layer(kind, **options)
+    x, states = _inputs(layer, rng, batch_first, with_state)
+    assert fast_path.applies(layer)
+    fast = _run(layer, x, states, True, lengths=list(lengths))
+    composed = _run(layer, x, states, False, lengths=list(lengths))
+    _assert_same(fast, composed)
+    padding = np.arange(SEQ)[:, None] >= np.array(lengths)[None, :]  # (T, B)
+    if batch_first:
+        padding = padding.T
+    assert not fast["output"][padding].any()  # exact zeros past each end
+    assert not fast["dx"][padding].any()      # and no gradient there
+
+
+def test_variable_lengths_float32_stays_float32(rng):
+    layer = _layer("lstm", dtype=np.float32, bidirectional=True)
     x, _ = _inputs(layer, rng)
-    lengths = [5, 2, 4]
-    outputs = []
-    for fast in (True, False):
-        layer.fast = fast
-        outputs.append(layer(tg.tensor(x), lengths=lengths)[0].numpy())
-    np.testing.assert_array_equal(*outputs)
+    result = _run(layer, x.astype(np.float32), [], True, lengths=[5, 2, 4])
+    assert all(v.dtype == np.float32 for v in result.values() if v is not None)
 
 
 @pytest.mark.parametrize("kind", KINDS)

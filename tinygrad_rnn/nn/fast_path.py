@@ -4,31 +4,58 @@
 fused ops of ops/fused.py compute exactly what the composed per-step code would: the plain
 RNN (tanh or relu), LSTM (with or without proj_size) and GRU (PyTorch's form), with or without
 bias, any number of layers and directions, batch_first or not, inter-layer dropout, learned
-or given initial states, and recurrent dropout in eval mode. Everything else (the LSTM
-variants, GRU reset_after=False, zoneout, recurrent dropout while training, lengths=, the
-hidden-state trace of diagnostics) runs the composed path. `layer.fast = False` picks the
+or given initial states, variable lengths, and recurrent dropout in eval mode. Everything
+else (the LSTM variants, GRU reset_after=False, zoneout, recurrent dropout while training,
+the hidden-state trace of diagnostics) runs the composed path. `layer.fast = False` picks the
 composed path always; tests/nn/test_fast_path.py proves both give the same numbers.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
+from .. import backend
 from ..ops.fused import GRULayer, LSTMLayer, RNNLayer
-from ..tensor import Tensor, apply_op
+from ..tensor import Tensor, apply_op, where
 
 
-def applies(layer, lengths=None) -> bool:
+def applies(layer) -> bool:
     """Whether the fused ops cover this layer's options for this call."""
-    return bool(layer.fast and lengths is None and not layer.is_variant and not layer.zoneout
+    return bool(layer.fast and not layer.is_variant and not layer.zoneout
                 and not (layer.training and layer.recurrent_dropout)
                 and layer._hidden_trace is None)
 
 
-def run_direction(layer, x: Tensor, state, index: int, reverse: bool):
+def run_direction(layer, x: Tensor, state, index: int, reverse: bool, lengths=None):
     """One layer, one direction over all steps of x (T, B, features) as one node.
 
-    Returns (output (T, B, H_out), final state), like the composed `_run_direction`.
+    With lengths (a NumPy int array (B,)), sequence b is x[:lengths[b], b]: the fused op runs
+    forward with each sequence's final state taken at its own end, and the reverse direction
+    is the same op on each sequence's valid part reversed in place (padding stays where it
+    is). Outputs past each end are zeros. Returns (output (T, B, H_out), final state), like
+    the composed `_run_direction`.
     """
-    w = layer.layer_weights(index, reverse)
+    weights = layer.layer_weights(index, reverse)
+    if lengths is None:
+        return _fused(layer, weights, x, state, reverse)
+    T, B = x.shape[0], x.shape[1]
+    steps = np.arange(T)[:, None]
+    valid = steps < lengths[None, :]  # (T, B): is step t inside sequence b?
+    if reverse:
+        # step t of the reversed sequence b is its step lengths[b] - 1 - t; a permutation of
+        # the steps of each column that is its own inverse
+        order = np.where(valid, lengths[None, :] - 1 - steps, steps)
+        gather = tuple(backend.to_device(a, x.device) for a in (order, np.arange(B)[None, :]))
+        x = x[gather]
+    y, final = _fused(layer, weights, x, state, reverse=False, last=lengths - 1)
+    y = where(valid[:, :, None], y, 0.0)
+    if reverse:
+        y = y[gather]
+    return y, final
+
+
+def _fused(layer, w: dict, x: Tensor, state, reverse: bool, last=None):
+    """The fused op for the layer's cell on weights w (one `layer_weights` dict)."""
     bias = w["b_ih"] is not None
     params = [w["W_ih"], w["W_hh"]] + ([w["b_ih"], w["b_hh"]] if bias else [])
     # Without variants the number of gates names the cell: 4 LSTM, 3 GRU, 1 Elman RNN.
@@ -37,11 +64,12 @@ def run_direction(layer, x: Tensor, state, index: int, reverse: bool):
         if proj:
             params.append(w["W_hr"])
         h0, c0 = state
-        y, h, c = apply_op(LSTMLayer, x, h0, c0, *params, reverse=reverse, bias=bias, proj=proj)
+        y, h, c = apply_op(LSTMLayer, x, h0, c0, *params, reverse=reverse, bias=bias, proj=proj,
+                           last=last)
         return y, (h, c)
     if layer.num_gates == 3:
-        y, h = apply_op(GRULayer, x, state, *params, reverse=reverse, bias=bias)
+        y, h = apply_op(GRULayer, x, state, *params, reverse=reverse, bias=bias, last=last)
     else:
         y, h = apply_op(RNNLayer, x, state, *params, reverse=reverse, bias=bias,
-                        nonlinearity=layer.nonlinearity)
+                        nonlinearity=layer.nonlinearity, last=last)
     return y, h

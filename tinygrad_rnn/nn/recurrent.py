@@ -72,8 +72,8 @@ class RNNBase(Module):
     Fast path: with `fast=True` (the default; also the attribute `layer.fast`) each layer and
     direction runs as one fused graph node with a hand-written BPTT (nn/fast_path.py,
     ops/fused.py) whenever the options allow it (plain RNN, LSTM with or without proj_size,
-    GRU with reset_after=True; not with lengths=, zoneout, the LSTM variants or recurrent
-    dropout while training).
+    GRU with reset_after=True, with or without lengths=; not with zoneout, the LSTM
+    variants or recurrent dropout while training).
     `fast=False` (or `layer.fast = False` later) records the composed per-step graph; both
     give the same numbers.
     """
@@ -306,8 +306,8 @@ class RNNBase(Module):
         With lengths ((B,) int array), sequence b only steps while t < lengths[b]; at the
         other steps its state is carried unchanged and its output is zero.
         """
-        if fast_path.applies(self, lengths):
-            return fast_path.run_direction(self, x, state, layer, reverse)
+        if fast_path.applies(self):
+            return fast_path.run_direction(self, x, state, layer, reverse, lengths)
         w = self.layer_weights(layer, reverse)
         x_gates = input_gates(x, w["W_ih"], w["b_ih"], w["layer_norm"]).unbind(0)
         steps = range(len(x_gates) - 1, -1, -1) if reverse else range(len(x_gates))

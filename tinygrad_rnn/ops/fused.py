@@ -32,6 +32,8 @@ counts, and this is its cheapest form.
 
 from __future__ import annotations
 
+import numpy as np
+
 from . import fused_cuda
 from .function import Function
 
@@ -84,13 +86,51 @@ def _input_side_grads(needs, dgates_flat, x, W_ih):
 
 
 class _SequenceOp(Function):
-    """Common bits: optional inputs (biases, projection) and the choice of gate math."""
+    """Common bits: optional inputs (biases, projection), the choice of gate math, and
+    variable lengths.
 
-    def __init__(self, reverse: bool = False, bias: bool = True, cuda_kernels: bool = True):
+    last: optional NumPy int array (B,), the step at which each sequence ends (its length
+    minus one; forward direction only). The loop still runs all T steps, since a sequence's
+    valid steps never see the ones after its end; the final state returned for row b is the
+    one of step last[b], and in backward its gradient enters at that step. The caller zeroes
+    the outputs past each end (and so their gradients).
+    """
+
+    def __init__(self, reverse: bool = False, bias: bool = True, cuda_kernels: bool = True,
+                 last=None):
+        if last is not None and reverse:
+            raise ValueError("fused layers take last= in the forward direction only; reverse "
+                             "each sequence's valid part before and after instead")
         self.reverse, self.bias, self.cuda_kernels = reverse, bias, cuda_kernels
+        self.last = last
 
     def _use_kernels(self) -> bool:
         return self.cuda_kernels and fused_cuda.is_cupy(self.xp)
+
+    def _at_last(self, sequence, offset: int = 0):
+        """Row b of sequence[last[b] + offset] for every b (the final states with lengths)."""
+        xp = self.xp
+        return sequence[xp.asarray(self.last + offset), xp.arange(sequence.shape[1])]
+
+    def _endings(self) -> dict:
+        """{step t: the rows (device index array) whose sequence ends at t}; {} without last."""
+        if self.last is None:
+            return {}
+        return {int(t): self.xp.asarray(np.flatnonzero(self.last == t))
+                for t in np.unique(self.last)}
+
+    def _final_grad(self, grad_last, like):
+        """The buffer the backward loop carries a state's gradient in: with lengths it starts at
+        zero (each row's final gradient enters at its own last step, see `_enter`)."""
+        if grad_last is None or self.last is not None:
+            return self.xp.zeros_like(like)
+        return grad_last.copy()
+
+    @staticmethod
+    def _enter(carried, grad_last, rows) -> None:
+        """Add the final-state gradient of the rows whose sequence ends at this step."""
+        if rows is not None and grad_last is not None:
+            carried[rows] += grad_last[rows]
 
 
 # --------------------------------------------------------------------------- LSTM
@@ -186,8 +226,8 @@ class LSTMLayer(_SequenceOp):
     num_outputs = 3
 
     def __init__(self, reverse: bool = False, bias: bool = True, proj: bool = False,
-                 cuda_kernels: bool = True):
-        super().__init__(reverse, bias, cuda_kernels)
+                 cuda_kernels: bool = True, last=None):
+        super().__init__(reverse, bias, cuda_kernels, last)
         self.proj = proj
 
     def _math(self, batch, hidden, dtype):
@@ -222,6 +262,8 @@ class LSTMLayer(_SequenceOp):
                 xp.matmul(h_cell[t], W_hr.T, out=y[t])
             h_prev = y[t]
         self.saved = (gates, cells, tanh_c, y, h_cell, math)
+        if self.last is not None:  # cells[t + 1] is the c of step t
+            return y, self._at_last(y), self._at_last(cells, 1)
         return y, h_prev.copy(), cells[0 if reverse else T].copy()
 
     def backward(self, grads):
@@ -235,13 +277,17 @@ class LSTMLayer(_SequenceOp):
         self.saved = None
         T, B, P = y.shape
         H = cells.shape[2]
-        dh = xp.zeros_like(h0) if dh_last is None else dh_last.copy()
-        dc = xp.zeros_like(cells[0]) if dc_last is None else dc_last.copy()
+        dh = self._final_grad(dh_last, h0)
+        dc = self._final_grad(dc_last, cells[0])
+        endings = self._endings()
         # With a projection, the step's h grad (B, P) is kept for dW_hr and mapped to (B, H).
         dproj = xp.empty_like(y) if self.proj else None
         dh_cell = xp.empty((B, H), dtype=y.dtype) if self.proj else dh
         for t in _steps(T, not reverse):
             prev = t + 1 if reverse else t
+            if endings:
+                self._enter(dh, dh_last, endings.get(t))
+                self._enter(dc, dc_last, endings.get(t))
             if self.proj:
                 if dy is None:
                     dproj[t] = dh
@@ -379,7 +425,7 @@ class GRULayer(_SequenceOp):
             h_prev = y[t]
         # backward does not read x_gates: it reuses the buffer for the gate gradients
         self.saved = (x, h0, W_ih, W_hh, x_gates, rz, n, h_n, y, math)
-        return y, h_prev.copy()
+        return y, (self._at_last(y) if self.last is not None else h_prev.copy())
 
     def backward(self, grads):
         dy, dh_last = grads
@@ -388,9 +434,12 @@ class GRULayer(_SequenceOp):
         T, B, H = y.shape
         # dgates (the x_gates buffer): h side first; its n columns become the x side
         dx_n = xp.empty_like(y)
-        dh = xp.zeros_like(h0) if dh_last is None else dh_last.copy()
+        dh = self._final_grad(dh_last, h0)
+        endings = self._endings()
         through_W_hh = xp.empty_like(h0)
         for t in _steps(T, not reverse):
+            if endings:
+                self._enter(dh, dh_last, endings.get(t))
             if dy is not None:
                 xp.add(dh, dy[t], out=dh)
             first = t == (T - 1 if reverse else 0)
@@ -421,8 +470,9 @@ class RNNLayer(_SequenceOp):
 
     num_outputs = 2
 
-    def __init__(self, reverse: bool = False, bias: bool = True, nonlinearity: str = "tanh"):
-        super().__init__(reverse, bias)
+    def __init__(self, reverse: bool = False, bias: bool = True, nonlinearity: str = "tanh",
+                 last=None):
+        super().__init__(reverse, bias, last=last)
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNNLayer: nonlinearity must be 'tanh' or 'relu', "
                              f"got {nonlinearity!r}")
@@ -445,7 +495,7 @@ class RNNLayer(_SequenceOp):
                 xp.maximum(h, zero, out=h)
             h_prev = h
         self.saved = (x, h0, W_ih, W_hh, y)
-        return y, h_prev.copy()
+        return y, (self._at_last(y) if self.last is not None else h_prev.copy())
 
     def backward(self, grads):
         dy, dh_last = grads
@@ -453,10 +503,13 @@ class RNNLayer(_SequenceOp):
         x, h0, W_ih, W_hh, y = self.saved
         T, B, H = y.shape
         dpre = xp.empty_like(y)
-        dh = xp.zeros_like(h0) if dh_last is None else dh_last.copy()
+        dh = self._final_grad(dh_last, h0)
+        endings = self._endings()
         derivative = xp.empty_like(h0)
         one = xp.ones((), dtype=y.dtype)
         for t in _steps(T, not reverse):
+            if endings:
+                self._enter(dh, dh_last, endings.get(t))
             if dy is not None:
                 xp.add(dh, dy[t], out=dh)
             if self.nonlinearity == "tanh":        # tanh' = 1 - h^2
