@@ -42,24 +42,11 @@ GENERIC_DEFAULTS = {"hidden": 64, "batch_size": 32, "lr": 1e-3, "embedding_dim":
 # --------------------------------------------------------------------------- argument types
 
 
-def _positive_int(text: str) -> int:
+def _integer(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def _number(text: str) -> float:
@@ -72,25 +59,21 @@ def _number(text: str) -> float:
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+def _within(parse, expected: str, valid):
+    """An argparse type: `parse`, then 'expected <expected>' unless valid(value)."""
+    def checked(text: str):
+        value = parse(text)
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return checked
 
 
-def _non_negative_float(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = _number(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
+_positive_int = _within(_integer, "a positive integer", lambda v: v >= 1)
+_non_negative_int = _within(_integer, "an integer >= 0", lambda v: v >= 0)
+_positive_float = _within(_number, "a number > 0", lambda v: v > 0)
+_non_negative_float = _within(_number, "a number >= 0", lambda v: v >= 0)
+_probability = _within(_number, "a number in [0, 1)", lambda v: 0 <= v < 1)
 
 
 # --------------------------------------------------------------------------- the parser
