@@ -43,6 +43,18 @@ def _check_optimizer(optimizer) -> None:
             f"optimizer must be a tinygrad_rnn Optimizer, got {type(optimizer).__name__}")
 
 
+def _one_per_group(name: str, value, optimizer: Optimizer, what: str) -> list:
+    """A list with one entry per parameter group: `value` repeated, or `value` itself when it
+    is a list or tuple of the right length."""
+    groups = len(optimizer.param_groups)
+    if not isinstance(value, (list, tuple)):
+        return [value] * groups
+    if len(value) != groups:
+        raise ValueError(f"{name}: expected {groups} {what} (one per parameter group), "
+                         f"got {len(value)}")
+    return list(value)
+
+
 class LRScheduler:
     """Base class: subclasses implement `get_lr()` (and optionally `_get_closed_form_lr()`).
 
@@ -132,14 +144,7 @@ class LambdaLR(LRScheduler):
                  last_epoch: int = -1):
         _check_optimizer(optimizer)
         self.optimizer = optimizer
-        if isinstance(lr_lambda, (list, tuple)):
-            if len(lr_lambda) != len(optimizer.param_groups):
-                raise ValueError(
-                    f"lr_lambda: expected {len(optimizer.param_groups)} functions (one per "
-                    f"parameter group), got {len(lr_lambda)}")
-            self.lr_lambdas = list(lr_lambda)
-        else:
-            self.lr_lambdas = [lr_lambda] * len(optimizer.param_groups)
+        self.lr_lambdas = _one_per_group("lr_lambda", lr_lambda, optimizer, "functions")
         super().__init__(optimizer, last_epoch)
 
     def state_dict(self) -> dict[str, Any]:
@@ -396,16 +401,8 @@ class ReduceLROnPlateau(LRScheduler):
         _check_optimizer(optimizer)
         self.factor = factor
         self.optimizer = optimizer
-        if isinstance(min_lr, (list, tuple)):
-            if len(min_lr) != len(optimizer.param_groups):
-                raise ValueError(
-                    f"min_lr: expected {len(optimizer.param_groups)} values (one per parameter "
-                    f"group), got {len(min_lr)}")
-            self.default_min_lr = None
-            self.min_lrs = list(min_lr)
-        else:
-            self.default_min_lr = min_lr
-            self.min_lrs = [min_lr] * len(optimizer.param_groups)
+        self.default_min_lr = None if isinstance(min_lr, (list, tuple)) else min_lr
+        self.min_lrs = _one_per_group("min_lr", min_lr, optimizer, "values")
         self.patience = patience
         self.cooldown = cooldown
         self.eps = eps
