@@ -309,3 +309,46 @@ def test_split_chunk_cat_stack_spellings():
         tg.cat([x, x[0]])
     with pytest.raises(TypeError, match="either axis= or dim="):
         tg.cat([x, x], dim=0, axis=1)
+
+
+# --------------------------------------------------------------------------- .grad of a non-leaf
+
+
+def test_reading_grad_of_a_non_leaf_warns_and_points_to_retain_grad():
+    x = tg.randn(3, requires_grad=True)
+    y = x * 2.0
+    y.sum().backward()
+    with pytest.warns(UserWarning, match=r"not a leaf Tensor.*\.retain_grad\(\)"):
+        assert y.grad is None
+
+
+def test_the_common_mistake_of_a_converted_parameter_warns():
+    p = tg.randn(3, requires_grad=True).double()  # a non-leaf: its gradient goes to the source
+    (p * p).sum().backward()
+    with pytest.warns(UserWarning, match="leaf"):
+        assert p.grad is None
+
+
+def test_no_warning_for_leaves_retained_tensors_and_constants():
+    import warnings
+
+    x = tg.randn(3, requires_grad=True)
+    h = x * 2.0
+    h.retain_grad()
+    unused = x * 3.0
+    unused.retain_grad()  # retained but no gradient reaches it: still no warning
+    constant = tg.randn(3) * 2.0  # computed without grad: a leaf, as in PyTorch
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert x.grad is None and h.grad is None and constant.grad is None
+        h.sum().backward()
+        assert x.grad is not None and h.grad is not None and unused.grad is None
+    assert h.retains_grad and not x.retains_grad and not unused.is_leaf
+
+
+def test_grad_can_be_set_and_cleared():
+    x = tg.randn(2, requires_grad=True)
+    x.grad = tg.ones(2)
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 1.0])
+    x.grad = None
+    assert x.grad is None

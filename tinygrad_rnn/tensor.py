@@ -10,6 +10,7 @@ op-specific lives in `ops/`; the methods at the bottom of `Tensor` only pick the
 from __future__ import annotations
 
 import contextlib
+import warnings
 import weakref
 
 import numpy as np
@@ -96,6 +97,14 @@ def _dim(axis, dim):
 
 # --------------------------------------------------------------------------- the Tensor
 
+_NON_LEAF_GRAD_WARNING = (
+    "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "
+    "attribute won't be populated during backward(). If you indeed want the .grad field to be "
+    "populated for a non-leaf Tensor, use .retain_grad() on the non-leaf Tensor. If you access "
+    "the non-leaf Tensor by mistake, make sure you access the leaf Tensor instead (for a "
+    "parameter converted with .double() or .to(), keep the converted tensor as a new leaf: "
+    "p = p.double().detach().requires_grad_()).")
+
 
 class Tensor:
     """An n-dimensional array that records the ops applied to it for reverse-mode autodiff.
@@ -104,7 +113,11 @@ class Tensor:
     floats become the default dtype (float32); NumPy/CuPy arrays keep their dtype.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_node", "_index", "__weakref__")
+    # `_grad` is the stored gradient; `grad` is a property so that reading it on a non-leaf
+    # can warn (as PyTorch does) while the engine writes `_grad` directly.
+    # `_retains_grad` is set only by retain_grad() (read with getattr and a default).
+    __slots__ = ("data", "_grad", "requires_grad", "_node", "_index", "_retains_grad",
+                 "__weakref__")
     __array_priority__ = 1000  # so that ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, device=None):
@@ -125,7 +138,7 @@ class Tensor:
             raise TypeError(
                 f"requires_grad=True needs a floating-point tensor, got dtype {array.dtype}")
         self.data = array
-        self.grad: Tensor | None = None
+        self._grad: Tensor | None = None
         self.requires_grad = bool(requires_grad)
         self._node = None
         self._index = 0
@@ -134,7 +147,8 @@ class Tensor:
     def _wrap(cls, array, requires_grad=False, node=None, index=0) -> Tensor:
         """Fast constructor for arrays the engine produced itself (no checks, no copies)."""
         t = object.__new__(cls)
-        t.data, t.grad, t.requires_grad, t._node, t._index = array, None, requires_grad, node, index
+        t.data, t._grad, t.requires_grad = array, None, requires_grad
+        t._node, t._index = node, index
         return t
 
     # ----------------------------------------------------------------- properties
@@ -150,6 +164,27 @@ class Tensor:
     @property
     def is_leaf(self) -> bool:
         return self._node is None
+
+    @property
+    def grad(self) -> Tensor | None:
+        """The gradient accumulated by backward(): a Tensor (no graph) or None.
+
+        Only leaves (and tensors that called retain_grad()) get one; reading it on any other
+        tensor warns, as PyTorch does, since it stays None whatever backward() computes.
+        """
+        grad = self._grad
+        if grad is None and self._node is not None and not getattr(self, "_retains_grad", False):
+            warnings.warn(_NON_LEAF_GRAD_WARNING, UserWarning, stacklevel=2)
+        return grad
+
+    @grad.setter
+    def grad(self, value: Tensor | None) -> None:
+        self._grad = value
+
+    @property
+    def retains_grad(self) -> bool:
+        """True when this non-leaf tensor called retain_grad() (False for leaves, as in PyTorch)."""
+        return self._node is not None and getattr(self, "_retains_grad", False)
 
     def numel(self) -> int:
         return int(self.data.size)
@@ -206,6 +241,7 @@ class Tensor:
         if self._node is not None:
             retained = self._node.__dict__.setdefault("_retained", {})
             retained[self._index] = weakref.ref(self)
+            self._retains_grad = True
         return self
 
     def to(self, device=None, dtype=None) -> Tensor:
@@ -655,10 +691,10 @@ def _run_backward(root: Tensor, grad, retain_graph: bool) -> None:
 
 def _accumulate_leaf(t: Tensor, g) -> None:
     """Leaf gradients own their memory (ops may return shared or read-only views)."""
-    if t.grad is None:
-        t.grad = Tensor._wrap(g.copy())
+    if t._grad is None:
+        t._grad = Tensor._wrap(g.copy())
     else:
-        t.grad.data += g
+        t._grad.data += g
 
 
 def _release(fn) -> None:
