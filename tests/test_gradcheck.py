@@ -109,3 +109,28 @@ def test_non_contiguous_input_is_perturbed_correctly():
 
 def test_scalar_input():
     assert tg.gradcheck(lambda t: (t * 3.0).exp(), [leaf(0.2)])
+
+
+# --------------------------------------------------------------------------- non-leaf inputs
+
+
+def test_non_leaf_input_is_checked_as_a_fresh_leaf():
+    """`x * 2` and `p.double()` are not leaves: their gradient used to read as 0 (a false
+    mismatch "analytic 0, numeric ...")."""
+    scaled = tg.randn(3, dtype="float64", requires_grad=True) * 2
+    assert tg.gradcheck(lambda a: a.tanh(), [scaled])
+    weight = tg.randn(3, 4, requires_grad=True)  # float32, as a model's parameter is
+    xs = tg.randn(2, 3, dtype="float64")
+    assert tg.gradcheck(lambda x, w: (x @ w).sigmoid(), [xs, weight.double()])
+    assert weight.grad is None  # the source parameter is not touched
+
+
+def test_non_leaf_input_passed_twice_is_one_variable():
+    y = tg.randn(3, dtype="float64", requires_grad=True) * 1.5
+    assert tg.gradcheck(lambda a, b: a * b, [y, y])
+
+
+def test_wrong_backward_is_still_reported_for_a_non_leaf_input():
+    y = tg.randn(4, dtype="float64", requires_grad=True) + 1.0
+    with pytest.raises(tg.GradcheckError, match="input 0"):
+        tg.gradcheck(lambda t: tg.apply_op(_SquareWithWrongBackward, t), [y])

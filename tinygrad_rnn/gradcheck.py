@@ -21,10 +21,15 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
               seed: int = 0) -> bool:
     """Check the gradients of `fn(*inputs)` against central differences, in float64.
 
-    Every input Tensor with requires_grad=True must be float64. The (possibly tuple) output
-    is reduced to a scalar with fixed random weights, L = sum_k <w_k, out_k>, so every
-    element of every output contributes. For each input element, the analytic dL/dx from
-    backward() must match (L(x + eps) - L(x - eps)) / (2 eps) within atol + rtol * |numeric|.
+    Every input Tensor with requires_grad=True must be float64; it need not be a leaf
+    (`p.double()` of a float32 parameter is fine): a non-leaf input is replaced, for the
+    check, by a fresh leaf sharing its values. A leaf input's `.grad` is reset and left
+    holding the analytic gradient.
+
+    The (possibly tuple) output is reduced to a scalar with fixed random weights,
+    L = sum_k <w_k, out_k>, so every element of every output contributes. For each input
+    element, the analytic dL/dx from backward() must match (L(x + eps) - L(x - eps)) / (2 eps)
+    within atol + rtol * |numeric|.
     Returns True, or raises GradcheckError naming the input, the index and both values.
     """
     inputs = list(inputs)
@@ -36,6 +41,14 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             raise TypeError(
                 f"gradcheck: input {i} must be float64 for finite differences, "
                 f"got {inputs[i].dtype}")
+    # A non-leaf input would pass its gradient on to the tensor it came from and keep none
+    # itself (the analytic gradient would read as 0), so it becomes a fresh leaf over the
+    # same array; one leaf per distinct tensor, so an input passed twice is one variable.
+    fresh_leaves: dict[int, Tensor] = {}
+    for i in checked:
+        t = inputs[i]
+        if not t.is_leaf:
+            inputs[i] = fresh_leaves.setdefault(id(t), Tensor._wrap(t.data, True))
     rng = np.random.default_rng(seed)
     outs = _outputs(fn, inputs)
     weights = [backend.to_device(rng.standard_normal(o.shape), o.device) for o in outs]
