@@ -421,3 +421,31 @@ def test_optimizer_on_cuda_matches_cpu(case):
     cpu_opt.load_state_dict(saved)
     gpu_opt.load_state_dict(saved)
     assert all(backend.is_cupy_array(v) for k, v in gpu_opt.state[gpu[0]].items() if k != "step")
+
+
+def test_non_leaf_error_suggests_a_fix_that_trains():
+    """detach() alone gives requires_grad=False: a weight that never moves."""
+    p = tg.Tensor(np.ones(2), requires_grad=True)
+    with pytest.raises(ValueError, match=r"detach\(\)\.requires_grad_\(\)"):
+        optim.Adam([p * 2.0], lr=0.1)
+    fixed = (p * 2.0).detach().requires_grad_()
+    opt = optim.Adam([fixed], lr=0.1)
+    (fixed * fixed).sum().backward()
+    opt.step()
+    assert not np.allclose(fixed.numpy(), 2.0)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
+def test_param_without_requires_grad_warns(name):
+    trained = tg.Tensor(np.ones(2), requires_grad=True)
+    frozen = tg.Tensor(np.ones(3))
+    with pytest.warns(UserWarning, match=r"params\[1\] \(shape \(3,\)\) does not require grad"):
+        getattr(optim, name)([trained, frozen], lr=0.1)
+
+
+def test_params_requiring_grad_do_not_warn():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        optim.Adam(tg.nn.Linear(2, 3).parameters(), lr=0.1)

@@ -22,6 +22,7 @@ where the integers number the parameters in group order.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -111,11 +112,18 @@ class Optimizer:
             if not p.is_leaf:
                 raise ValueError(
                     f"can't optimize a non-leaf Tensor (params[{i}] was computed by an op); "
-                    "optimize the leaf it came from, or detach() it")
+                    "optimize the leaf it came from, or make it a leaf of its own with "
+                    "p = p.detach().requires_grad_()")
             if p.dtype.kind != "f":
                 raise TypeError(
                     f"optimizer can only optimize floating-point tensors, params[{i}] has "
                     f"dtype {p.dtype}")
+            if not p.requires_grad:
+                warnings.warn(
+                    f"params[{i}] (shape {p.shape}) does not require grad: backward() never "
+                    "gives it a gradient, so this optimizer will never change it. Call "
+                    "p.requires_grad_() to train it, or leave it out if it is frozen on purpose",
+                    UserWarning, stacklevel=3)
         if len({id(p) for p in params}) != len(params):
             raise ValueError("optimizer contains a parameter group with duplicate parameters")
         seen = {id(p) for group in self.param_groups for p in group["params"]}
