@@ -98,6 +98,13 @@ class TinygradNamespace:
     def manual_seed(seed):
         tg.manual_seed(seed)
 
+    @staticmethod
+    def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+        """torch.nn.functional.layer_norm's spelling over tinygrad_rnn's one-node layer_norm."""
+        y = tg.nn.layers.layer_norm(x, tuple(range(-len(normalized_shape), 0)), eps)
+        y = y if weight is None else y * weight
+        return y if bias is None else y + bias
+
 
 TG = TinygradNamespace()
 
@@ -302,6 +309,13 @@ OPS: list[OpInfo] = [
     OpInfo("softmax_functional", lambda ns, a: ns.F.softmax(a, dim=1), REDUCE),
     OpInfo("log_softmax", lambda ns, a: a.log_softmax(dim=-1), MATRIX),
     OpInfo("log_softmax_functional", lambda ns, a: ns.F.log_softmax(a * 50.0, dim=0), REDUCE),
+    # ---- normalisation (one node, analytic backward)
+    OpInfo("layer_norm", lambda ns, a: ns.layer_norm(a, a.shape[-1:]),
+           (((3, 4),), ((2, 3, 5),))),
+    OpInfo("layer_norm_two_axes", lambda ns, a: ns.layer_norm(a, a.shape[-2:], eps=1e-3),
+           REDUCE),
+    OpInfo("layer_norm_affine", lambda ns, a, w, b: ns.layer_norm(a, (4,), w, b),
+           (((3, 4), (4,), (4,)),)),
     # ---- losses
     *[
         OpInfo(f"cross_entropy_{reduction}",

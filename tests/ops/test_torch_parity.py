@@ -47,6 +47,10 @@ class TorchNamespace:
     def manual_seed(seed):
         raise AssertionError("seeded ops have no PyTorch twin; mark them torch=False")
 
+    @staticmethod
+    def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+        return torch_functional.layer_norm(x, tuple(normalized_shape), weight, bias, eps)
+
 
 TORCH = TorchNamespace()
 

@@ -7,7 +7,9 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..tensor import Tensor, get_default_dtype
+from .. import ops
+from ..ops import normalize_axes
+from ..tensor import Tensor, apply_op, get_default_dtype
 from . import init
 from .module import Module, Parameter
 
@@ -155,10 +157,11 @@ class LayerNorm(Module):
 
 
 def layer_norm(x: Tensor, axes=(-1,), eps: float = 1e-5) -> Tensor:
-    """(x - mean) / sqrt(var + eps) over axes, without gain or bias."""
-    centered = x - x.mean(axis=axes, keepdims=True)
-    var = (centered * centered).mean(axis=axes, keepdims=True)
-    return centered / (var + eps).sqrt()
+    """(x - mean) / sqrt(var + eps) over axes, without gain or bias: one graph node
+    (ops.LayerNorm, with an analytic backward). Biased variance, as PyTorch."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"layer_norm: x must be a Tensor, got {type(x).__name__}")
+    return apply_op(ops.LayerNorm, x, axes=normalize_axes(axes, x.ndim), eps=eps)
 
 
 class Tanh(Module):
