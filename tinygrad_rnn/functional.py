@@ -44,7 +44,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
         return x
     if p == 1.0:
         return x * 0.0
-    return _apply(ops.MulConstant, x, mask=dropout_mask(x.shape, p, x.dtype, x.device))
+    return x * _apply(ops.DropoutMask, x, p=p)
 
 
 def dropout_mask(shape, p: float, dtype, device: str):
@@ -82,7 +82,8 @@ def embedding(indices, weight: Tensor, padding_idx: int | None = None) -> Tensor
         raise IndexError(
             f"embedding: indices must be in [0, {n}), got range "
             f"[{int(idx.min())}, {int(idx.max())}]")
-    return _apply(ops.Embedding, weight, indices=idx, padding_idx=padding_idx)
+    indices = indices if isinstance(indices, Tensor) else Tensor._wrap(idx)
+    return _apply(ops.Embedding, weight, indices, padding_idx=padding_idx)
 
 
 def _reduce(loss: Tensor, reduction: str, name: str) -> Tensor:

@@ -22,6 +22,7 @@ from .ops.function import normalize_axes
 
 _grad_enabled = True
 _default_dtype = np.dtype(np.float32)
+_tracer = None  # set by tg.scan while it records a step function (scan.py)
 
 
 def is_grad_enabled() -> bool:
@@ -353,27 +354,26 @@ class Tensor:
         return matmul(self._operand(other), self)
 
     # comparisons give constant (non-differentiable) boolean tensors
-    def _compare(self, other, fn):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor._wrap(fn(self.data, other))
+    def _compare(self, other, kind):
+        return _apply(ops.Compare, self, self._operand(other), kind=kind)
 
     def __lt__(self, other):
-        return self._compare(other, lambda a, b: a < b)
+        return self._compare(other, "lt")
 
     def __le__(self, other):
-        return self._compare(other, lambda a, b: a <= b)
+        return self._compare(other, "le")
 
     def __gt__(self, other):
-        return self._compare(other, lambda a, b: a > b)
+        return self._compare(other, "gt")
 
     def __ge__(self, other):
-        return self._compare(other, lambda a, b: a >= b)
+        return self._compare(other, "ge")
 
     def eq(self, other):
-        return self._compare(other, lambda a, b: a == b)
+        return self._compare(other, "eq")
 
     def ne(self, other):
-        return self._compare(other, lambda a, b: a != b)
+        return self._compare(other, "ne")
 
     __hash__ = object.__hash__  # tensors are used as dict keys by identity, as in PyTorch
 
@@ -570,16 +570,21 @@ def _apply(fn_cls, *inputs: Tensor, **params):
     fn.xp = np if type(arrays[0]) is np.ndarray else backend.get_array_module(arrays[0])
     out = fn.forward(*arrays)
     needs_grad = [t.requires_grad for t in inputs]
-    record = _grad_enabled and True in needs_grad
+    record = _grad_enabled and fn_cls.differentiable and True in needs_grad
     if record:
         fn.inputs = inputs
         fn.needs_input_grad = tuple(needs_grad)
     if isinstance(out, tuple):
         fn.num_outputs, fn.multi_output = len(out), True
         if record:
-            return tuple(Tensor._wrap(o, True, fn, i) for i, o in enumerate(out))
-        return tuple(Tensor._wrap(o) for o in out)
-    return Tensor._wrap(out, True, fn, 0) if record else Tensor._wrap(out)
+            result = tuple(Tensor._wrap(o, True, fn, i) for i, o in enumerate(out))
+        else:
+            result = tuple(Tensor._wrap(o) for o in out)
+    else:
+        result = Tensor._wrap(out, True, fn, 0) if record else Tensor._wrap(out)
+    if _tracer is not None:  # tg.scan is recording a step function: show it this op
+        _tracer.record(fn_cls, params, inputs, result)
+    return result
 
 
 apply_op = _apply
@@ -590,9 +595,9 @@ def _binary(fn_cls, a: Tensor, b: Tensor) -> Tensor:
     to the other's dtype first (as PyTorch does), so float32 stays float32."""
     a_float, b_float = _is_float(a.dtype), _is_float(b.dtype)
     if a_float and not b_float:
-        b = Tensor._wrap(b.data.astype(a.dtype))
+        b = _apply(_Cast, b, dtype=a.dtype)
     elif b_float and not a_float:
-        a = Tensor._wrap(a.data.astype(b.dtype))
+        a = _apply(_Cast, a, dtype=b.dtype)
     return _apply(fn_cls, a, b)
 
 
@@ -776,8 +781,11 @@ def where(condition, input, other) -> Tensor:  # noqa: A002 - PyTorch's names
     ref = input if isinstance(input, Tensor) else other if isinstance(other, Tensor) else None
     if ref is None:
         ref = Tensor(input)
-    cond = condition.data if isinstance(condition, Tensor) else ref._xp().asarray(condition)
-    return _apply(ops.Where, _as_tensor(input, ref), _as_tensor(other, ref), cond=cond.astype(bool))
+    if not isinstance(condition, Tensor):
+        condition = Tensor._wrap(ref._xp().asarray(condition))
+    if condition.dtype != bool:
+        condition = _apply(_Cast, condition, dtype=np.dtype(bool))
+    return _apply(ops.Where, condition, _as_tensor(input, ref), _as_tensor(other, ref))
 
 
 def maximum(a, b) -> Tensor:

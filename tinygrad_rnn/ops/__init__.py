@@ -4,13 +4,13 @@ from .elementwise import (  # noqa: F401
     Abs,
     Add,
     Clip,
+    Compare,
     Div,
     Exp,
     Log,
     Maximum,
     Minimum,
     Mul,
-    MulConstant,
     Neg,
     Pow,
     PowScalar,
@@ -25,6 +25,7 @@ from .elementwise import (  # noqa: F401
 from .function import Function, normalize_axes  # noqa: F401
 from .linalg import MatMul  # noqa: F401
 from .normalization import LayerNorm  # noqa: F401
+from .random import BernoulliMask, DropoutMask  # noqa: F401
 from .reduce import LogSoftmax, LogSumExp, Max, Mean, Min, Softmax, Sum, Var  # noqa: F401
 from .shape import (  # noqa: F401
     BroadcastTo,

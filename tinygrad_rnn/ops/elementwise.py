@@ -225,27 +225,31 @@ class Minimum(Function):
 
 
 class Where(Function):
-    """y = a where cond else b (cond is a constant boolean array);  da = dy*cond, db = dy*~cond."""
+    """y = a where cond else b;  da = dy * cond, db = dy * ~cond. cond (a boolean array) is
+    an input like a and b, so that one op serves every call with its own condition; it gets
+    no gradient."""
 
-    def __init__(self, cond):
+    def forward(self, cond, a, b):
         self.cond = cond
-
-    def forward(self, a, b):
-        return self.xp.where(self.cond, a, b)
+        return self.xp.where(cond, a, b)
 
     def backward(self, dy):
         xp = self.xp
-        return xp.where(self.cond, dy, 0), xp.where(self.cond, 0, dy)
+        return None, xp.where(self.cond, dy, 0), xp.where(self.cond, 0, dy)
 
 
-class MulConstant(Function):
-    """y = x * mask for a constant array (dropout masks);  dx = dy * mask."""
+class Compare(Function):
+    """y = a < b (or <=, >, >=, ==, !=): a boolean array, not differentiated."""
 
-    def __init__(self, mask):
-        self.mask = mask
+    differentiable = False
+    _UFUNCS = {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
+               "eq": "equal", "ne": "not_equal"}
 
-    def forward(self, x):
-        return x * self.mask
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def forward(self, a, b):
+        return getattr(self.xp, self._UFUNCS[self.kind])(a, b)
 
     def backward(self, dy):
-        return dy * self.mask
+        return None, None

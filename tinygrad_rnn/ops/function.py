@@ -16,11 +16,18 @@ class Function:
     Ops whose forward returns a tuple (split, unbind) get `multi_output = True` and
     `num_outputs` from the engine, and receive a list with one gradient per output (None for
     outputs that got no gradient), even when the tuple has a single element.
+
+    The constructor takes settings only (axes, shapes, probabilities); every array an op
+    reads comes in through `forward`, masks and indices included, so that one op object can
+    serve every step of a recorded loop (tg.scan), which keeps what `forward` stores on the
+    object separately for each step.
     """
 
     num_outputs = 1
     multi_output = False
     xp = None  # set per instance by the engine
+    differentiable = True  # False: outputs never need a gradient (masks, comparisons)
+    random = False  # True: draws from a generator, so a replayed step must call it again
 
     def forward(self, *arrays):
         raise NotImplementedError

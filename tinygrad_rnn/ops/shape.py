@@ -86,14 +86,14 @@ class GetItem(Function):
 
 class Embedding(Function):
     """y = weight[indices] (rows);  dweight = scatter-add of dy into the rows (none for the
-    padding_idx row)."""
+    padding_idx row). indices (integers, any shape) is an input that gets no gradient."""
 
-    def __init__(self, indices, padding_idx=None):
-        self.indices, self.padding_idx = indices, padding_idx
+    def __init__(self, padding_idx=None):
+        self.padding_idx = padding_idx
 
-    def forward(self, weight):
-        self.in_shape = weight.shape
-        return weight[self.indices]
+    def forward(self, weight, indices):
+        self.in_shape, self.indices = weight.shape, indices
+        return weight[indices]
 
     def backward(self, dy):
         xp = self.xp
@@ -101,7 +101,7 @@ class Embedding(Function):
         xp.add.at(dw, self.indices.reshape(-1), dy.reshape(-1, self.in_shape[1]))
         if self.padding_idx is not None:
             dw[self.padding_idx] = 0
-        return dw
+        return dw, None
 
 
 class Concat(Function):
