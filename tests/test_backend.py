@@ -13,8 +13,6 @@ from tinygrad_rnn import backend
 
 needs_cuda = pytest.mark.skipif(not backend.cuda_available(),
                                 reason="needs CuPy and a visible CUDA GPU")
-without_cuda = pytest.mark.skipif(backend.cuda_available(),
-                                  reason="checks the message shown when CuPy is missing")
 
 
 def test_cpu_array_module_and_conversions():
@@ -69,8 +67,7 @@ def _assert_cupy_missing_message(excinfo):
     assert "pip install cupy-cuda12x" in message
 
 
-@without_cuda
-def test_cuda_without_cupy_says_how_to_install():
+def test_cuda_without_cupy_says_how_to_install(cupy_missing):
     for make in (lambda: tg.Tensor([1.0], device="cuda"),
                  lambda: tg.zeros(2, device="cuda"),
                  lambda: tg.randn(2, device="cuda"),

@@ -1,6 +1,7 @@
 """Every script in examples/ runs to the end at its --quick size."""
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,12 +39,20 @@ def test_example_runs_quick(script, tmp_path):
 
 
 def test_cpu_gpu_switch_explains_a_missing_gpu(tmp_path):
-    from tinygrad_rnn import backend
-
-    if backend.cuda_available():
-        pytest.skip("a GPU is available here")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent / "without_cupy"))
     done = subprocess.run([sys.executable, str(EXAMPLES / "cpu_gpu_switch.py"), "--quick",
                            "--device", "cuda"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env=env)
     assert done.returncode == 2
     assert "pip install cupy" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cpu_gpu_switch_compares_the_devices(tmp_path):
+    """Both devices, the same losses (the "cuda" one is the emulated GPU without a GPU)."""
+    done = subprocess.run([sys.executable, str(EXAMPLES / "cpu_gpu_switch.py"), "--quick",
+                           "--compare"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cuda :" in done.stdout and "cpu  :" in done.stdout
+    gap = float(done.stdout.split("cpu and cuda losses:")[1].split()[0])
+    assert gap < 1e-4

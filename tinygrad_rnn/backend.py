@@ -2,9 +2,15 @@
 
 This is the only file that imports CuPy. Everything above it asks `get_array_module(x)` or
 `xp_for(device)` and writes one body of code for both backends.
+
+CuPy is found by a plain `import cupy` on first use. The test suite relies on exactly that:
+without a GPU it puts an emulated CuPy (tests/emulated_cuda/cupy) first on the import path,
+so that the "cuda" half of the suite runs through this same loading code.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
@@ -87,7 +93,13 @@ def synchronize(device: str) -> None:
 
 
 def is_cupy_array(x) -> bool:
-    return _cupy is not None and isinstance(x, _cupy.ndarray)
+    """True for a CuPy array, even before anything has asked for "cuda" (a CuPy array can
+    only exist once its module is imported, so sys.modules is where to look)."""
+    if _cupy is not None:
+        return isinstance(x, _cupy.ndarray)
+    cupy = sys.modules.get("cupy")
+    return cupy is not None and isinstance(x, getattr(cupy, "ndarray", ())) and (
+        _load_cupy() is not None)
 
 
 def device_of(x) -> str:
@@ -143,11 +155,54 @@ def get_generator(device: str = "cpu"):
     return gen
 
 
+def _generator_state(gen):
+    """One generator's state as plain values: NumPy's state dict, or a copy of the device
+    array in which a CuPy generator keeps its cuRAND states."""
+    state = gen.bit_generator.state
+    if isinstance(state, dict):
+        return state
+    return {"device_state": to_numpy(gen.bit_generator._state).copy()}
+
+
+def _set_generator_state(gen, state) -> None:
+    if "device_state" in state:
+        device_state = gen.bit_generator._state
+        saved = state["device_state"]
+        if tuple(saved.shape) != tuple(device_state.shape):
+            raise ValueError(
+                f"set_rng_state: the saved CUDA generator state has shape {tuple(saved.shape)}, "
+                f"this CuPy's has {tuple(device_state.shape)}")
+        device_state[...] = get_array_module(device_state).asarray(saved)
+    else:
+        gen.bit_generator.state = state
+
+
 def get_rng_state() -> dict:
-    """The CPU generator's state as plain values (for checkpoints)."""
-    return get_generator("cpu").bit_generator.state
+    """Every device's generator state as plain values (for checkpoints).
+
+    {"seed": the manual_seed (or None), "cpu": NumPy's state dict, "cuda": {"device_state":
+    uint8/int8 array}}; a device appears once its generator has been used.
+    """
+    get_generator("cpu")
+    state = {"seed": _seed}
+    for device, gen in _generators.items():
+        state[device] = _generator_state(gen)
+    return state
 
 
 def set_rng_state(state: dict) -> None:
-    gen = get_generator("cpu")
-    gen.bit_generator.state = state
+    """Restore what get_rng_state returned: later random draws on every device repeat.
+
+    A device whose generator was not saved is reseeded from the saved seed when next used.
+    A bare NumPy state dict (checkpoints of earlier versions) restores the CPU generator.
+    """
+    global _seed
+    if "bit_generator" in state:  # one CPU state, as older checkpoints stored it
+        get_generator("cpu").bit_generator.state = state
+        return
+    seed = state.get("seed")
+    _seed = None if seed is None else int(seed)
+    _generators.clear()
+    for device in DEVICES:
+        if device in state and (device == "cpu" or cuda_available()):
+            _set_generator_state(get_generator(device), state[device])

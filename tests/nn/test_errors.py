@@ -180,9 +180,7 @@ def test_linear_wrong_input_features():
 # --------------------------------------------------------------------------- devices
 
 
-def test_cuda_unavailable_is_explained():
-    if tg.cuda_available():
-        pytest.skip("a GPU is available here")
+def test_cuda_unavailable_is_explained(cupy_missing):
     with pytest.raises(RuntimeError, match="device 'cuda' is not available.*pip install cupy"):
         nn.LSTM(5, 8, device="cuda")
     with pytest.raises(RuntimeError, match="device 'cuda' is not available"):
