@@ -264,7 +264,11 @@ def test_result_line_says_when_the_model_is_worse_than_the_baseline():
     better = cli.result_line({**result, "metric": 0.01, "baseline": 0.1})
     worse = cli.result_line({**result, "metric": 0.2, "baseline": 0.1})
     assert "(10.0x lower)" in better
-    assert "(2.0x HIGHER: worse than the baseline)" in worse
+    assert "(no better than the baseline: 2.0x higher)" in worse
+    # issue 14: 0.1768 against 0.1742 used to read "1.0x HIGHER"; a hair below, "1.0x lower"
+    for metric in (0.1768, 0.1735):
+        line = cli.result_line({**result, "metric": metric, "baseline": 0.1742})
+        assert line.endswith("(no better than the baseline)") and "1.0x" not in line
 
 
 def test_bench_times_both_paths_and_says_when_only_the_composed_one_exists(capsys):

@@ -79,6 +79,32 @@ _probability = _within(_number, "a number in [0, 1)", lambda v: 0 <= v < 1)
 # --------------------------------------------------------------------------- the parser
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help once: not when the help already states its
+    default (per-task defaults), nor for a default of None or an off switch."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default is None or action.default is False or "(default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def _task_defaults_text(name: str) -> str:
+    """'default 64; 256 for charlm, 128 for copy', from GENERIC_DEFAULTS and TASK_DEFAULTS."""
+    generic = GENERIC_DEFAULTS[name]
+    tasks_by_value: dict = {}
+    for task, values in TASK_DEFAULTS.items():
+        if values.get(name, generic) != generic:
+            tasks_by_value.setdefault(values[name], []).append(task)
+    per_task = [f"{value:g} for {' and '.join(tasks)}" for value, tasks in tasks_by_value.items()]
+    return f"default {generic:g}" + (f"; {', '.join(per_task)}" if per_task else "")
+
+
+def _number_or_none(text: str):
+    return None if text.strip().lower() == "none" else _number(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import CELLS, OPTIMIZERS
 
@@ -101,48 +127,53 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a model on a generated task",
         description="Train a recurrent model on a task, evaluate it on held-out data and "
                     "write DIR/metrics.json, DIR/loss.png and DIR/checkpoint.npz.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     train.add_argument("--task", choices=TASKS, default="adding", help="what to learn")
     train.add_argument("--cell", choices=tuple(CELLS), default="lstm",
                        help="recurrent cell (rnn = tanh Elman RNN, gru-v1 = Cho et al. 2014 "
                             "GRU, lnlstm = layer-normalised LSTM)")
     train.add_argument("--hidden", type=_positive_int, default=None,
-                       help="hidden units (default 64; 256 for charlm, 128 for copy)")
+                       help=f"hidden units ({_task_defaults_text('hidden')})")
     train.add_argument("--layers", type=_positive_int, default=1, help="stacked layers")
     train.add_argument("--seq-len", type=_positive_int, default=None,
                        help="sequence length (default per task: "
                             + ", ".join(f"{k} {v}" for k, v in DEFAULT_SEQ_LEN.items())
                             + "; for copy: the number of symbols to copy)")
     train.add_argument("--batch-size", type=_positive_int, default=None,
-                       help="sequences per step (default 32)")
+                       help=f"sequences per step ({_task_defaults_text('batch_size')})")
     train.add_argument("--steps", type=_non_negative_int, default=1000,
                        help="total training steps (with --resume: the new total)")
     train.add_argument("--lr", type=_positive_float, default=None,
-                       help="learning rate (default 1e-3; 2e-3 for charlm, 3e-3 for adding "
-                            "and copy)")
-    train.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam")
-    train.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
+                       help=f"learning rate ({_task_defaults_text('lr')})")
+    train.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam",
+                       help="how the weights are updated")
+    train.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
+                       help="L2 penalty (decoupled for adamw)")
     train.add_argument("--clip", type=_non_negative_float, default=1.0,
                        help="clip the gradient norm to this value (0: no clipping)")
     train.add_argument("--dropout", type=_probability, default=0.0,
                        help="dropout between stacked layers")
     train.add_argument("--forget-bias", type=_number, default=None,
-                       help="initial forget-gate bias of LSTM cells")
+                       help="initial forget-gate bias of LSTM cells (default: the "
+                            "layer's own initialisation)")
     train.add_argument("--embedding-dim", type=_positive_int, default=None,
-                       help="embedding size for token tasks (default 32; 64 for charlm)")
-    train.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+                       help="embedding size for token tasks "
+                            f"({_task_defaults_text('embedding_dim')})")
+    train.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="where to train")
     train.add_argument("--seed", type=_non_negative_int, default=0,
                        help="seeds the data, the initial weights and dropout")
     train.add_argument("--out", metavar="DIR", default=None,
                        help="output directory (default runs/TASK-CELL)")
     train.add_argument("--resume", action="store_true",
-                       help="continue from DIR/checkpoint.npz; the task and model options "
-                            "come from the checkpoint")
+                       help="continue from DIR/checkpoint.npz up to --steps; the task, "
+                            "model and optimizer options come from the checkpoint (giving a "
+                            "different value is an error)")
     train.add_argument("--eval-every", type=_non_negative_int, default=0,
                        help="evaluate on held-out data every N steps (0: ten times per run)")
     train.add_argument("--eval-size", type=_positive_int, default=None,
-                       help="held-out examples (characters for charlm; default 1000, "
-                            "100000 for charlm)")
+                       help="held-out examples (default 1000; for charlm: 100000 "
+                            "characters)")
     train.add_argument("--checkpoint-every", type=_non_negative_int, default=0,
                        help="write the checkpoint every N steps (0: at every evaluation)")
     train.add_argument("--text", metavar="FILE", default=None,
@@ -150,12 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "of the Python standard library")
     train.add_argument("--max-chars", type=_positive_int, default=1_000_000,
                        help="charlm: use at most this many characters of the text")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (the held-out scores are still printed)")
     train.set_defaults(handler=cmd_train)
 
     sample = commands.add_parser(
         "sample", help="generate text from a charlm checkpoint",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     sample.add_argument("--checkpoint", required=True, metavar="PATH",
                         help="checkpoint.npz, or the run directory holding it")
     sample.add_argument("--prime", default="\n", help="text to start from")
@@ -163,26 +195,38 @@ def build_parser() -> argparse.ArgumentParser:
                         help="characters to generate")
     sample.add_argument("--temperature", type=_non_negative_float, default=0.8,
                         help="softmax temperature (0: always the most likely character)")
-    sample.add_argument("--seed", type=_non_negative_int, default=0)
-    sample.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    sample.add_argument("--seed", type=_non_negative_int, default=0,
+                        help="seeds the random choice of each character")
+    sample.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where to run the model")
     sample.set_defaults(handler=cmd_sample)
 
     gradflow = commands.add_parser(
         "gradflow", help="plot per-step gradient norms of RNN, LSTM and GRU at initialisation",
         description="How much of the gradient of a loss on the last step reaches each earlier "
                     "step, ||dL/dh_t||, for freshly initialised layers: the vanishing-gradient "
-                    "picture.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    gradflow.add_argument("--seq-len", type=_positive_int, default=100)
-    gradflow.add_argument("--hidden", type=_positive_int, default=64)
-    gradflow.add_argument("--input-size", type=_positive_int, default=8)
-    gradflow.add_argument("--batch-size", type=_positive_int, default=16)
+                    "picture. Prints a table (t=1, t=T/2, t=T) and writes the plot to --out, "
+                    "gradflow.png in the current directory by default. Besides the default "
+                    "LSTM it draws an LSTM whose forget-gate bias starts at 1 (--forget-bias): "
+                    "at initialisation that one is what keeps the curve flat.",
+        formatter_class=_HelpFormatter)
+    gradflow.add_argument("--seq-len", type=_positive_int, default=100,
+                          help="sequence length T (the loss is on step T)")
+    gradflow.add_argument("--hidden", type=_positive_int, default=64, help="hidden units")
+    gradflow.add_argument("--input-size", type=_positive_int, default=8,
+                          help="input features per step (drawn from N(0, 1))")
+    gradflow.add_argument("--batch-size", type=_positive_int, default=16,
+                          help="sequences in the batch")
     gradflow.add_argument("--cells", default="rnn,lstm,gru",
-                          help="comma-separated cells to compare")
-    gradflow.add_argument("--forget-bias", type=_number, default=None, metavar="B",
-                          help="also show an LSTM whose forget-gate bias starts at B")
-    gradflow.add_argument("--seed", type=_non_negative_int, default=0)
-    gradflow.add_argument("--out", metavar="PNG", default="gradflow.png")
+                          help=f"comma-separated cells to compare, from {', '.join(CELLS)}")
+    gradflow.add_argument("--forget-bias", type=_number_or_none, default=1.0, metavar="B",
+                          help="also draw an LSTM whose forget-gate bias starts at B, beside "
+                               "the default LSTM ('none': leave it out)")
+    gradflow.add_argument("--seed", type=_non_negative_int, default=0,
+                          help="seeds the input and the weights (the same draw for every "
+                               "layer)")
+    gradflow.add_argument("--out", metavar="PNG", default="gradflow.png",
+                          help="where to write the plot")
     gradflow.set_defaults(handler=cmd_gradflow)
 
     bench = commands.add_parser(
@@ -190,18 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Median time of one training step (forward over all steps, loss = sum of "
                     "the outputs, backward to every weight and the input) of each layer, "
                     "through the fused fast path and through the composed per-step graph.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     bench.add_argument("--cells", default="rnn,lstm,gru",
                        help=f"comma-separated cells, from {', '.join(CELLS)}")
-    bench.add_argument("--seq-len", type=_positive_int, default=100)
-    bench.add_argument("--batch-size", type=_positive_int, default=64)
-    bench.add_argument("--input-size", type=_positive_int, default=128)
-    bench.add_argument("--hidden", type=_positive_int, default=256)
-    bench.add_argument("--layers", type=_positive_int, default=1)
+    bench.add_argument("--seq-len", type=_positive_int, default=100, help="time steps T")
+    bench.add_argument("--batch-size", type=_positive_int, default=64, help="batch size B")
+    bench.add_argument("--input-size", type=_positive_int, default=128,
+                       help="input features I")
+    bench.add_argument("--hidden", type=_positive_int, default=256, help="hidden units H")
+    bench.add_argument("--layers", type=_positive_int, default=1, help="stacked layers")
     bench.add_argument("--repeats", type=_positive_int, default=5,
                        help="timed steps per path (after one warm-up step)")
     bench.add_argument("--device", default="cpu", help="cpu or cuda")
-    bench.add_argument("--seed", type=_non_negative_int, default=0)
+    bench.add_argument("--seed", type=_non_negative_int, default=0,
+                       help="seeds the weights and the input")
     bench.set_defaults(handler=cmd_bench)
 
     info = commands.add_parser("info", help="versions, backends and devices")
@@ -211,17 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="LSTM vs tanh RNN on the adding problem, plus the gradient-flow plot",
         description="Train an LSTM on the adding problem at a length where a tanh RNN fails, "
                     "train a tanh RNN the same way for contrast, and plot the gradient flow. "
-                    "About two minutes on two CPU cores.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    demo.add_argument("--out", metavar="DIR", default="runs/demo")
-    demo.add_argument("--seq-len", type=_positive_int, default=DEMO["seq_len"])
+                    "About a minute on two CPU cores.",
+        formatter_class=_HelpFormatter)
+    demo.add_argument("--out", metavar="DIR", default="runs/demo",
+                      help="where the runs and pictures are written")
+    demo.add_argument("--seq-len", type=_positive_int, default=DEMO["seq_len"],
+                      help="sequence length of the adding problem")
     demo.add_argument("--steps", type=_positive_int, default=DEMO["steps"],
                       help="LSTM training steps")
     demo.add_argument("--rnn-steps", type=_non_negative_int, default=DEMO["rnn_steps"],
                       help="tanh RNN training steps (0: skip the contrast run)")
-    demo.add_argument("--seed", type=_non_negative_int, default=0)
+    demo.add_argument("--seed", type=_non_negative_int, default=0,
+                      help="seeds the data and the weights")
     demo.add_argument("--quick", action="store_true", help="a few steps only (a smoke test)")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.add_argument("--no-progress", action="store_true",
+                      help="no progress bar (the held-out scores are still printed)")
     demo.set_defaults(handler=cmd_demo)
     return parser
 
@@ -247,18 +297,34 @@ def _format_value(value: float) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
+def versus_baseline(metric: float, baseline: float, higher_is_better: bool = False) -> str:
+    """How a result compares with its task's baseline, in words: '12.3x lower' for a loss
+    well below it; 'no better than the baseline' for one above it or within 10% of it
+    (with '2.0x higher' added when it is clearly worse); '' when there is nothing to say."""
+    if metric is None or baseline is None:
+        return ""
+    if not (math.isfinite(metric) and math.isfinite(baseline)):
+        return ""
+    if higher_is_better:
+        return "no better than the baseline" if metric <= baseline else ""
+    if baseline <= 0 or metric <= 0:
+        return ""
+    if baseline / metric >= 1.1:
+        return f"{baseline / metric:.1f}x lower"
+    if metric / baseline >= 1.1:
+        return f"no better than the baseline: {metric / baseline:.1f}x higher"
+    return "no better than the baseline"
+
+
 def result_line(result: dict) -> str:
     """'test mse 0.0031  vs  baseline (always 1.0) 0.1667' plus how much better."""
     metric, baseline = result["metric"], result["baseline"]
     line = (f"{result['task']}/{result['cell']}: held-out {result['metric_name']} "
             f"{_format_value(metric)}  vs  baseline ({result['baseline_name']}) "
             f"{_format_value(baseline)}")
-    lower_is_better = not result["higher_is_better"]
-    if lower_is_better and math.isfinite(metric) and metric > 0 and baseline > 0:
-        if metric <= baseline:
-            line += f"  ({baseline / metric:.1f}x lower)"
-        else:
-            line += f"  ({metric / baseline:.1f}x HIGHER: worse than the baseline)"
+    comparison = versus_baseline(metric, baseline, result["higher_is_better"])
+    if comparison:
+        line += f"  ({comparison})"
     if "bits_per_char" in result:
         line += (f"  [{result['bits_per_char']:.3f} bits/char; unigram entropy "
                  f"{result['unigram_entropy']:.3f} nats]")
@@ -284,6 +350,8 @@ def cmd_train(args, parser) -> int:
         parser.error(f"--forget-bias applies to LSTM cells, not to --cell {args.cell}")
     if args.resume and not (out / "checkpoint.npz").is_file():
         parser.error(f"--resume: no checkpoint at {str(out / 'checkpoint.npz')!r}")
+    if args.resume:
+        _check_resume_options(args, parser, out)
     config = TrainConfig(
         task=args.task, cell=args.cell, hidden=args.hidden or defaults["hidden"],
         layers=args.layers, seq_len=args.seq_len,
@@ -317,6 +385,49 @@ def cmd_train(args, parser) -> int:
     return 0
 
 
+# What --resume may change; every other train option comes from the checkpoint.
+_RESUME_OPTIONS = {"steps", "device", "out", "resume", "no_progress"}
+
+
+def _given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options written on the command line (defaults left out)."""
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(argv))) - set(parser._defaults)
+    finally:
+        for action, default in saved:
+            action.default = default
+
+
+def _check_resume_options(args, parser, out: Path) -> None:
+    """Refuse train options that differ from the checkpoint's: they would be ignored."""
+    from .train import load_checkpoint
+
+    try:
+        saved = load_checkpoint(out)["config"]
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(f"--resume: {exc}")
+    argv = getattr(args, "command_argv", None)
+    if argv is None:  # called without main(): the options that differ from their defaults
+        given = {name for name, value in vars(args).items()
+                 if name in saved and value != parser.get_default(name)}
+    else:
+        given = _given_options(parser, argv)
+    differing = [name for name in sorted(given - _RESUME_OPTIONS)
+                 if saved.get(name) is not None and getattr(args, name) != saved[name]]
+    if differing:
+        def option(name, value):
+            return f"--{name.replace('_', '-')} {value}"
+        parser.error(
+            "--resume continues the run in the checkpoint, which was trained with "
+            + ", ".join(option(n, saved[n]) for n in differing) + "; it cannot change to "
+            + ", ".join(option(n, getattr(args, n)) for n in differing)
+            + ". Leave these options out (they come from the checkpoint), or train a new "
+              "model into another --out directory.")
+
+
 def cmd_sample(args, parser) -> int:
     from .train import load_model, sample_text
 
@@ -327,8 +438,9 @@ def cmd_sample(args, parser) -> int:
         parser.error(f"--checkpoint: {exc}")
     vocab = checkpoint.get("vocab")
     if config.task != "charlm" or not vocab:
-        parser.error(f"--checkpoint: {args.checkpoint!r} is a {config.task!r} model; sampling "
-                     "needs a charlm checkpoint (tinygrad-rnn train --task charlm)")
+        parser.error(f"--checkpoint: {args.checkpoint!r} holds a model trained on the "
+                     f"{config.task!r} task; sampling needs a charlm checkpoint "
+                     "(tinygrad-rnn train --task charlm)")
     try:
         text = sample_text(model, list(vocab), args.prime, args.length, args.temperature,
                            args.seed)
@@ -490,36 +602,47 @@ def cmd_info(args, parser) -> int:
 
 def plot_demo(results: dict, norms: dict, path: Path, seq_len: int) -> bool:
     """One figure for the demo: held-out MSE of each model against steps, and the gradient
-    flow at initialisation."""
+    flow at initialisation; each cell in its colour, as in every other plot."""
+    from matplotlib.ticker import MaxNLocator
+
+    from .diagnostics import cell_color, draw_grad_norms, legend_outside, use_log_scale
     from .train import import_pyplot
 
     plt = import_pyplot()
     if plt is None:
         return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.5), layout="constrained")
+    baseline = next(iter(results.values()))["baseline"]
+    values = [baseline]
     for label, result in results.items():
         points = [(e["step"], e["mse"]) for e in result["eval_history"] if "mse" in e]
         if points:
-            left.plot(*zip(*points), "o-", label=label)
-    baseline = next(iter(results.values()))["baseline"]
+            left.plot(*zip(*points), "o-", color=cell_color(label), label=label)
+            values += [v for _, v in points]
     left.axhline(baseline, color="gray", linestyle="--", label=f"always 1.0 ({baseline:.3f})")
-    left.set_yscale("log")
+    if use_log_scale(values):
+        left.set_yscale("log")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     left.set_xlabel("training step")
     left.set_ylabel("held-out MSE")
     left.set_title(f"adding problem, T={seq_len}")
-    left.legend()
-    for label, values in norms.items():
-        right.plot(np.arange(1, len(values) + 1), np.where(values > 0, values, np.nan),
-                   label=label)
-    right.set_yscale("log")
-    right.set_xlabel("time step t")
-    right.set_ylabel("||dL/dh_t||")
+    legend_outside(left)
+    draw_grad_norms(right, norms)
     right.set_title(f"gradient from a loss on step {seq_len}, at initialisation")
-    right.legend()
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def demo_table(results: dict, baseline: float) -> str:
+    """The demo's summary table: steps, held-out MSE, comparison with the baseline, time."""
+    width = max(len(label) for label in results)
+    lines = [f"{'model':{width}s} {'steps':>6s} {'test MSE':>10s} {'time':>8s}  vs baseline"]
+    for label, result in results.items():
+        comparison = versus_baseline(result["metric"], baseline) or "n/a"
+        lines.append(f"{label:{width}s} {result['step']:6d} {result['metric']:10.4f} "
+                     f"{result['train_seconds']:7.1f}s  {comparison}")
+    return "\n".join(lines)
 
 
 def cmd_demo(args, parser) -> int:
@@ -530,7 +653,7 @@ def cmd_demo(args, parser) -> int:
     if args.quick:
         steps, rnn_steps, seq_len = 20, 10 if rnn_steps else 0, min(seq_len, 20)
     forget_bias = DEMO["forget_bias"]
-    lstm_label = f"LSTM (forget bias {forget_bias:g})"
+    lstm_label = f"LSTM, forget bias {forget_bias:g}"  # as in gradflow.png
     started = time.perf_counter()
     print(f"tinygrad-rnn demo: the adding problem at T={seq_len} (Hochreiter & Schmidhuber "
           "1997).\nEach sequence holds random numbers, two of them marked; the answer is "
@@ -562,15 +685,9 @@ def cmd_demo(args, parser) -> int:
     total = time.perf_counter() - started
 
     baseline = results[lstm_label]["baseline"]
-    width = max(len(label) for label in results)
     print(f"adding problem, T={seq_len}: MSE on {200 if args.quick else 1000} held-out "
           f"sequences (baseline, always answering 1.0: {baseline:.4f})")
-    print(f"{'model':{width}s} {'steps':>6s} {'test MSE':>10s} {'vs baseline':>12s} "
-          f"{'time':>8s}")
-    for label, result in results.items():
-        ratio = baseline / result["metric"] if result["metric"] > 0 else float("inf")
-        print(f"{label:{width}s} {result['step']:6d} {result['metric']:10.4f} "
-              f"{ratio:11.1f}x {result['train_seconds']:7.1f}s")
+    print(demo_table(results, baseline))
     print(f"\ngradient reaching step t from a loss on step {seq_len}, at initialisation:")
     print(gradflow_table(norms))
     print("\nfiles:")
@@ -590,8 +707,10 @@ def cmd_demo(args, parser) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     subparser = parser._subparsers._group_actions[0].choices[args.command]
+    args.command_argv = argv[argv.index(args.command) + 1:]  # what follows the command
     try:
         return args.handler(args, subparser)
     except KeyboardInterrupt:  # outside the training loop (which saves and returns)

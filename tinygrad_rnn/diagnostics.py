@@ -2,6 +2,7 @@
 
 hidden_grad_norms   ||dL/dh_t|| for every step t: the vanishing/exploding-gradient picture
 plot_grad_norms     those curves on a log scale, saved to a file (needs matplotlib)
+cell_color          the one colour each cell has in every plot of the project
 to_dot              the recorded graph of a Tensor as Graphviz DOT text
 """
 
@@ -95,10 +96,85 @@ def hidden_grad_norms(layer, x, loss_fn: Callable | None = None, hx=None, *,
             p.grad = g
 
 
+# One colour per cell, the same in every plot (gradflow.png, demo.png, loss.png, the
+# tutorial's figure), keyed by the cell names of `tinygrad-rnn train --cell`. An LSTM whose
+# forget-gate bias was set is drawn in a colour of its own beside the default LSTM.
+CELL_COLORS = {
+    "rnn": "tab:red",
+    "rnn-relu": "tab:orange",
+    "lstm": "tab:blue",
+    "lstm-forget-bias": "tab:purple",
+    "gru": "tab:green",
+    "gru-v1": "tab:olive",
+    "peephole": "tab:cyan",
+    "cifg": "tab:brown",
+    "lnlstm": "tab:pink",
+}
+
+
+def cell_color(label: str) -> str | None:
+    """The colour of the cell a plot label names ("tanh RNN", "LSTM, forget bias 1", "gru",
+    "GRU"...), or None for a label that names no known cell."""
+    text = str(label).strip().lower()
+    if text in CELL_COLORS:
+        return CELL_COLORS[text]
+    if "forget bias" in text or "forget_bias" in text:
+        return CELL_COLORS["lstm-forget-bias"]
+    for word, key in (("peephole", "peephole"), ("cifg", "cifg"), ("lnlstm", "lnlstm"),
+                      ("lstm", "lstm"), ("gru", "gru"), ("relu", "rnn-relu"), ("rnn", "rnn")):
+        if word in text:
+            return CELL_COLORS[key]
+    return None
+
+
+def use_log_scale(values) -> bool:
+    """A log axis only for positive values spanning at least a factor of 10: a narrow range
+    (0.174 to 0.182) reads better on a linear axis than as 1.74x10^-1 .. 1.82x10^-1."""
+    values = np.asarray([v for v in np.ravel(values) if np.isfinite(v)], dtype=np.float64)
+    return values.size > 0 and bool((values > 0).all()) and values.max() >= 10 * values.min()
+
+
+def legend_outside(axes, **options) -> None:
+    """A legend to the right of the axes, so that it never covers the data (no legend when
+    nothing is labelled, which matplotlib would warn about)."""
+    handles, labels = axes.get_legend_handles_labels()
+    if handles:
+        axes.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                    borderaxespad=0.0, **options)
+
+
+def draw_grad_norms(axes, norms: dict, xlabel: str = "time step t",
+                    ylabel: str = "||dL/dh_t||") -> None:
+    """Draw curves {label: (T,) array} on `axes`: each cell in its colour (CELL_COLORS),
+    integer time steps, a log axis when the values span a factor of 10, legend outside."""
+    from matplotlib.ticker import MaxNLocator
+
+    used = set()
+    everything = []
+    for label, values in norms.items():
+        values = np.asarray(values, dtype=np.float64)
+        steps = np.arange(1, len(values) + 1)
+        color = cell_color(label)
+        style = "--" if color is not None and color in used else "-"  # a second variant
+        used.add(color)
+        # zeros (no gradient at all) cannot be drawn on a log axis
+        axes.plot(steps, np.where(values > 0, values, np.nan), style, color=color,
+                  label=str(label))
+        everything.append(values[values > 0])
+    if everything and use_log_scale(np.concatenate(everything)):
+        axes.set_yscale("log")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(True, which="both", alpha=0.3)
+    legend_outside(axes)
+
+
 def plot_grad_norms(norms: dict, path, title: str = "Gradient norm per time step",
                     xlabel: str = "time step t", ylabel: str = "||dL/dh_t||"):
-    """Plot curves {label: (T,) array} on a log scale and save the figure to `path`.
+    """Plot curves {label: (T,) array} (log scale) and save the figure to `path`.
 
+    Each cell keeps its colour (`cell_color`), so the same cell looks the same in every plot.
     Needs matplotlib (used with the non-interactive Agg backend). Returns the path.
     """
     try:
@@ -108,21 +184,11 @@ def plot_grad_norms(norms: dict, path, title: str = "Gradient norm per time step
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4))
+    figure, axes = plt.subplots(figsize=(8.5, 4), layout="constrained")
     try:
-        for label, values in norms.items():
-            values = np.asarray(values, dtype=np.float64)
-            steps = np.arange(1, len(values) + 1)
-            # zeros (no gradient at all) cannot be drawn on a log axis
-            axes.plot(steps, np.where(values > 0, values, np.nan), label=str(label))
-        axes.set_yscale("log")
-        axes.set_xlabel(xlabel)
-        axes.set_ylabel(ylabel)
+        draw_grad_norms(axes, norms, xlabel, ylabel)
         axes.set_title(title)
-        axes.grid(True, which="both", alpha=0.3)
-        axes.legend()
-        figure.tight_layout()
-        figure.savefig(path)
+        figure.savefig(path, dpi=100)
     finally:
         plt.close(figure)
     return path

@@ -36,6 +36,8 @@ import numpy as np
 from . import backend, nn, optim
 from . import functional as F
 from . import io as tg_io
+from .diagnostics import cell_color as _cell_color
+from .diagnostics import legend_outside, use_log_scale
 from .nn.utils import detach_state
 from .tasks import IGNORE, TASK_CLASSES, Task, make_task
 from .tensor import Tensor, no_grad
@@ -292,9 +294,10 @@ class _Progress:
                   flush=True)
 
     def write(self, message: str) -> None:
+        """A line of the log (held-out scores): shown with or without the bar."""
         if self.bar is not None:
             self.bar.write(message, file=sys.stderr)
-        elif self.enabled:
+        else:
             print(message, file=sys.stderr, flush=True)
 
     def close(self) -> None:
@@ -321,11 +324,20 @@ class Trainer:
             saved = TrainConfig.from_dict(checkpoint["config"])
             saved.steps, saved.device = config.steps, config.device
             config = saved
+            if config.steps < int(checkpoint["step"]):
+                raise ValueError(
+                    f"--steps {config.steps} is below the checkpoint's step "
+                    f"{int(checkpoint['step'])}: with --resume, steps is the new total, so "
+                    f"give at least {int(checkpoint['step'])} (nothing was changed)")
         config.validate()
         self.config, self.progress, self.on_step, self.quiet = config, progress, on_step, quiet
         self.device = backend.normalize_device(config.device)
         backend.manual_seed(config.seed)
         self.task = make_task_for(config)
+        # Record what the run actually uses (metrics.json, the checkpoint), not "None:
+        # the task's default". A copy: the caller's config is left as it was.
+        config = self.config = dataclasses.replace(
+            config, seq_len=self.task.seq_len, eval_size=self.task.eval_size)
         self.model = build_model(config, self.task.input_size, self.task.output_size,
                                  self.task.input_kind == "tokens", self.task.many_to_one)
         self.model.to(self.device)
@@ -510,6 +522,13 @@ class Trainer:
         """Save (unless diverged or stopped mid-step), evaluate, write metrics and plot."""
         config, task = self.config, self.task
         checkpoint = self.out_dir / CHECKPOINT
+        # Evaluate first, so that the checkpoint written below holds this evaluation too
+        # (a resumed run continues the history instead of losing this step's point).
+        metrics = self.evaluate() if self._weights_finite() and not hard_stop else {}
+        if metrics:
+            if self.eval_history and self.eval_history[-1]["step"] == self.step:
+                self.eval_history.pop()
+            self.eval_history.append({"step": self.step, **metrics})
         if status == "diverged":
             if self.saved_step is not None:
                 kept = f"the last good checkpoint (step {self.saved_step}) is kept in {checkpoint}"
@@ -520,11 +539,6 @@ class Trainer:
                 kept = "no checkpoint had been written yet"
         elif not hard_stop:
             self.save()
-        metrics = self.evaluate() if self._weights_finite() and not hard_stop else {}
-        if metrics:
-            if self.eval_history and self.eval_history[-1]["step"] == self.step:
-                self.eval_history.pop()
-            self.eval_history.append({"step": self.step, **metrics})
         result = {
             "status": status, "task": config.task, "cell": config.cell, "step": self.step,
             "metric_name": task.metric_name,
@@ -550,7 +564,8 @@ class Trainer:
             result["problem"] = problem
         write_json(self.out_dir / "metrics.json", result)
         plotted = plot_training(self.losses, self.eval_history, task, self.out_dir / "loss.png",
-                                title=f"{config.cell} on {task.describe()}")
+                                title=f"{config.cell} on {task.describe()}",
+                                color=_cell_color(config.cell))
         result["loss_png"] = str(self.out_dir / "loss.png") if plotted else None
         if status == "diverged":
             raise TrainingError(
@@ -602,41 +617,62 @@ def import_pyplot():
     return plt
 
 
-def plot_training(losses, eval_history, task: Task, path: Path, title: str = "") -> bool:
-    """Training loss (raw and smoothed) and the held-out metric against steps, with the
-    baseline as a dashed line. Returns False when matplotlib is missing."""
+def centred_average(values, half_window: int) -> np.ndarray:
+    """The mean of values[i - k : i + k + 1] at each i, with k = half_window shrunk near the
+    ends so that the window stays centred on i: a smoothing with no lag (an exponential
+    moving average trails a falling loss by about 1 / (1 - decay) steps)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.size
+    if n == 0:
+        return values.copy()
+    index = np.arange(n)
+    k = np.minimum(np.minimum(index, n - 1 - index), max(0, int(half_window)))
+    cumulative = np.concatenate([[0.0], np.cumsum(values)])
+    return (cumulative[index + k + 1] - cumulative[index - k]) / (2 * k + 1)
+
+
+def plot_training(losses, eval_history, task: Task, path: Path, title: str = "",
+                  color: str | None = None) -> bool:
+    """Training loss (raw points, faint, under a centred moving average) and the held-out
+    metric against steps, with the baseline as a dashed line, in the cell's colour.
+    Returns False when matplotlib is missing."""
     plt = import_pyplot()
     if plt is None:
         return False
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
-    if losses:
+    from matplotlib.ticker import MaxNLocator
+
+    color = color or "tab:blue"
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(13, 4), layout="constrained")
+    if len(losses):
         steps = np.arange(1, len(losses) + 1)
-        losses = np.asarray(losses)
-        ax_loss.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8)
-        smooth = np.empty_like(losses)
-        level = losses[0]
-        for i, value in enumerate(losses):
-            level = 0.95 * level + 0.05 * value
-            smooth[i] = level
-        ax_loss.plot(steps, smooth, color="tab:blue", label="training loss (smoothed)")
-        if task.loss_kind == "mse" and (losses > 0).all():
+        losses = np.asarray(losses, dtype=np.float64)
+        ax_loss.plot(steps, losses, ".", color=color, alpha=0.2, markersize=2.5,
+                     label="training loss (each step)", zorder=1)
+        half_window = max(1, len(losses) // 100)
+        ax_loss.plot(steps, centred_average(losses, half_window), color=color, zorder=2,
+                     label=f"mean of {2 * half_window + 1} steps around each")
+        if use_log_scale(losses):
             ax_loss.set_yscale("log")
+    else:
+        ax_loss.text(0.5, 0.5, "no training steps yet", transform=ax_loss.transAxes,
+                     ha="center", va="center", color="gray")
+        ax_loss.set_yticks([])
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel(f"training {task.loss_kind.replace('_', '-')} loss")
-    ax_loss.legend(loc="upper right")
     name = task.metric_name
     points = [(e["step"], e[name]) for e in eval_history if name in e]
     if points:
-        ax_metric.plot(*zip(*points), "o-", color="tab:orange", label=f"held-out {name}")
+        ax_metric.plot(*zip(*points), "o-", color=color, label=f"held-out {name}")
     ax_metric.axhline(task.baseline, color="gray", linestyle="--",
                       label=f"baseline: {task.baseline_name} ({task.baseline:.3g})")
-    if name == "mse" and points and all(v > 0 for _, v in points):
+    if points and use_log_scale([v for _, v in points] + [task.baseline]):
         ax_metric.set_yscale("log")
     ax_metric.set_xlabel("step")
     ax_metric.set_ylabel(f"held-out {name}")
-    ax_metric.legend(loc="best")
+    for axes in (ax_loss, ax_metric):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        legend_outside(axes)
     fig.suptitle(title)
-    fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=100)
