@@ -77,22 +77,9 @@ def _c_type(param: Param, types: dict[str, str]) -> str:
     return param.type if param.placeholder else _C_TYPES[param.type]
 
 
-def render(spec: KernelSpec, types: dict[str, str], target: str) -> str:
-    """The kernel as one C++ ("host") or CUDA ("device") translation unit.
-
-    types: placeholder name -> C type ("T" -> "float"). The host function is
-    `extern "C" void <name>(ptrdiff_t n, void **args)` (scalars passed by address); the
-    device one a `__global__` kernel over a grid-stride loop.
-    """
-    lines = []
-    if target == "host":
-        lines += ["#include <cmath>", "#include <cstddef>",
-                  "using std::tanh; using std::exp; using std::log; using std::sqrt;",
-                  "using std::fabs; using std::fmax; using std::fmin;"]
-    else:
-        lines += ["#include <cstddef>"]
-    lines += [f"typedef {c} {p};" for p, c in types.items()]
-    lines += [spec.preamble, ""]
+def _kernel_text(spec: KernelSpec, types: dict[str, str], target: str, name: str) -> list[str]:
+    """The kernel function: a loop over i whose body declares the parameters, then runs
+    the kernel's operation (as CuPy does)."""
     declarations, arguments = [], []
     for k, p in enumerate(spec.params):
         c = _c_type(p, types)
@@ -117,14 +104,38 @@ def render(spec: KernelSpec, types: dict[str, str], target: str) -> str:
     body = "\n        ".join(declarations) + "\n" + spec.operation
     if target == "host":
         scalars = "".join(f", int _scalar_{k}" for k, p in enumerate(spec.params))
-        lines += [f'extern "C" void {spec.name}(ptrdiff_t n, void **args{scalars}) {{',
-                  "    for (ptrdiff_t i = 0; i < n; ++i) {", f"        {body}", "    }", "}"]
-    else:
-        lines += [f'extern "C" __global__ void {spec.name}(ptrdiff_t n, '
-                  + ", ".join(arguments) + ") {",
-                  "    for (ptrdiff_t i = blockIdx.x * (ptrdiff_t)blockDim.x + threadIdx.x; "
-                  "i < n; i += (ptrdiff_t)gridDim.x * blockDim.x) {",
-                  f"        {body}", "    }", "}"]
+        return [f'extern "C" void {name}(ptrdiff_t n, void **args{scalars}) {{',
+                "    for (ptrdiff_t i = 0; i < n; ++i) {", f"        {body}", "    }", "}"]
+    return [f'extern "C" __global__ void {name}(ptrdiff_t n, ' + ", ".join(arguments) + ") {",
+            "    for (ptrdiff_t i = blockIdx.x * (ptrdiff_t)blockDim.x + threadIdx.x; "
+            "i < n; i += (ptrdiff_t)gridDim.x * blockDim.x) {",
+            f"        {body}", "    }", "}"]
+
+
+def render(kernels: list[tuple[KernelSpec, dict[str, str]]], target: str) -> str:
+    """Kernels as one C++ ("host") or CUDA ("device") translation unit.
+
+    kernels: (spec, types) pairs, types mapping a placeholder to a C type ("T" -> "float").
+    Each kernel sits in its own namespace with its typedefs, after the (shared) preamble. The
+    host function of a single kernel is `extern "C" void <name>(ptrdiff_t n, void **args,
+    int scalar flags...)`; device kernels are `__global__` grid-stride loops named
+    <name>_<type>.
+    """
+    lines = ["#include <cstddef>"]
+    if target == "host":
+        lines += ["#include <cmath>",
+                  "using std::tanh; using std::exp; using std::log; using std::sqrt;",
+                  "using std::fabs; using std::fmax; using std::fmin;"]
+    for preamble in dict.fromkeys(spec.preamble for spec, _ in kernels):
+        lines += [preamble, ""]
+    for k, (spec, types) in enumerate(kernels):
+        name = spec.name
+        if len(kernels) > 1:
+            name += "_" + "_".join(c.replace(" ", "_") for c in types.values())
+        lines.append(f"namespace unit_{k} {{")
+        lines += [f"typedef {c} {p};" for p, c in types.items()]
+        lines += _kernel_text(spec, types, target, name)
+        lines += ["}", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -177,7 +188,7 @@ def host_function(spec: KernelSpec, types: dict[str, str]):
         compiler = host_compiler()
         if compiler is None:
             raise RuntimeError("no C++ compiler (g++) found to build the kernels for the host")
-        path = _build(render(spec, types, "host"), ".so", lambda src, out: [
+        path = _build(render([(spec, types)], "host"), ".so", lambda src, out: [
             compiler, "-O2", "-shared", "-fPIC", "-std=c++17", "-o", str(out), str(src)])
         function = getattr(ctypes.CDLL(str(path)), spec.name)
         function.restype = None
@@ -185,9 +196,9 @@ def host_function(spec: KernelSpec, types: dict[str, str]):
     return _libraries[key]
 
 
-def compile_for_gpus(spec: KernelSpec, types: dict[str, str],
+def compile_for_gpus(kernels: list[tuple[KernelSpec, dict[str, str]]],
                      architectures=ARCHITECTURES) -> Path:
-    """Compile the device version with nvcc for each architecture into one fatbin."""
+    """Compile the device versions with nvcc, one fatbin for all the architectures."""
     compiler = nvcc()
     if compiler is None:
         raise RuntimeError("nvcc not found")
@@ -195,8 +206,9 @@ def compile_for_gpus(spec: KernelSpec, types: dict[str, str],
     for arch in architectures:
         number = arch.split("_")[1]
         gencode += ["-gencode", f"arch=compute_{number},code=sm_{number}"]
-    return _build(render(spec, types, "device"), ".fatbin", lambda src, out: [
-        compiler, "--fatbin", *gencode, "-std=c++17", "-o", str(out), str(src)])
+    return _build(render(kernels, "device"), ".fatbin", lambda src, out: [
+        compiler, "--fatbin", *gencode, "-std=c++17", "-Werror", "all-warnings", "-o",
+        str(out), str(src)])
 
 
 def run_on_host(spec: KernelSpec, args: list, size: int | None = None) -> list[np.ndarray]:
