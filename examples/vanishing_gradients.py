@@ -1,5 +1,7 @@
-"""The vanishing-gradient picture: how much gradient from a loss on the last step reaches
-each earlier step, ||dL/dh_t||, for a tanh RNN, an LSTM and a GRU at initialisation.
+"""The vanishing-gradient picture: the gradient reaching each step from a loss on the last.
+
+It plots ||dL/dh_t|| for every earlier step t, for a tanh RNN, an LSTM and a GRU at
+initialisation, and for LSTMs whose forget-gate bias starts at 1 and at 3.
 
 In a tanh RNN the gradient is multiplied at every step by W_hh^T diag(1 - h_t^2), whose
 norm is below 1 with the usual initialisation: it shrinks geometrically with distance. The
@@ -10,7 +12,8 @@ so with forget gates near 1 (a forget-gate bias of 1 or more) it travels much fu
     python examples/vanishing_gradients.py --seq-len 200 --out g.png
     python examples/vanishing_gradients.py --quick
 
-The same plot from the command line: tinygrad-rnn gradflow --seq-len 100.
+The same plot from the command line (without the forget bias 3 curve):
+tinygrad-rnn gradflow --seq-len 100. Each cell has the same colour in both.
 """
 
 import argparse

@@ -112,6 +112,7 @@ PREFIXES = {
     "gradcheck": "tinygrad_rnn.gradcheck",
     "fused": "tinygrad_rnn.ops.fused",
     "ops": "tinygrad_rnn.ops",
+    "tasks": "tinygrad_rnn.tasks",
 }
 
 SIGNATURE = re.compile(r"`((?:" + "|".join(sorted(map(re.escape, PREFIXES), key=len, reverse=True))
@@ -203,7 +204,7 @@ def test_api_md_names_exist(name, args):
 
 # Packages whose every public name is documented; for plain modules, the names they define.
 COVERED = ("tg", "F", "nn", "init", "nn.utils", "optim", "lr_scheduler", "io", "diagnostics",
-           "backend")
+           "backend", "tasks")
 
 
 def public_names() -> list[str]:

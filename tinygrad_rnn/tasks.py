@@ -55,7 +55,8 @@ class Task:
         output_size: outputs per step (regression values or class logits).
         many_to_one: the model answers once, after the last step (else at every step).
         loss_kind: "mse" or "cross_entropy".
-        metric_name: what `evaluate` reports ("mse", "accuracy" or "loss").
+        metric_name: what `score` measures ("mse", "accuracy" or "loss"), the number the
+            Trainer reports on the held-out set.
         higher_is_better: True for accuracy.
         baseline, baseline_name: the trivial predictor's score on the held-out set.
         stateful: the hidden state carries over from one batch to the next (charlm).
