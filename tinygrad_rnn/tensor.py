@@ -24,6 +24,14 @@ _grad_enabled = True
 _default_dtype = np.dtype(np.float32)
 _tracer = None  # set by tg.scan while it records a step function (scan.py)
 
+# In-place changes: a clock that ticks at every one, and for each tensor changed in place the
+# clock values of its last few changes (weak keys: a dropped tensor leaves no entry). A node
+# records the clock when it is recorded; backward looks closer only at nodes older than the
+# last change (see _check_saved_arrays).
+_version_clock = 0
+_changed_tensors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CHANGES_KEPT = 16
+
 
 def is_grad_enabled() -> bool:
     return _grad_enabled
@@ -117,8 +125,10 @@ class Tensor:
     # `_grad` is the stored gradient; `grad` is a property so that reading it on a non-leaf
     # can warn (as PyTorch does) while the engine writes `_grad` directly.
     # `_retains_grad` is set only by retain_grad() (read with getattr and a default).
+    # `_version` counts the in-place changes of `data` the library made (optimizer step,
+    # load_state_dict, init), as PyTorch's version counter: see _check_saved_arrays.
     __slots__ = ("data", "_grad", "requires_grad", "_node", "_index", "_retains_grad",
-                 "__weakref__")
+                 "_version", "__weakref__")
     __array_priority__ = 1000  # so that ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, device=None):
@@ -133,6 +143,10 @@ class Tensor:
         elif not hasattr(data, "dtype"):  # Python scalars and lists
             inferred = np.asarray(data).dtype
             dtype = _default_dtype if inferred.kind == "f" else inferred
+        checked = np.dtype(dtype if dtype is not None else data.dtype)
+        if checked.kind not in "biufc":
+            raise TypeError(f"Tensor: data must be numbers (bool, int or float), got "
+                            f"{type(data).__name__} of dtype {checked}")
         array = backend.to_device(data, device) if device == "cpu" else xp.asarray(data)
         array = xp.asarray(array, dtype=dtype)
         if requires_grad and not _is_float(array.dtype):
@@ -143,13 +157,14 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._node = None
         self._index = 0
+        self._version = 0
 
     @classmethod
     def _wrap(cls, array, requires_grad=False, node=None, index=0) -> Tensor:
         """Fast constructor for arrays the engine produced itself (no checks, no copies)."""
         t = object.__new__(cls)
         t.data, t._grad, t.requires_grad = array, None, requires_grad
-        t._node, t._index = node, index
+        t._node, t._index, t._version = node, index, 0
         return t
 
     # ----------------------------------------------------------------- properties
@@ -212,9 +227,13 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """The values as a NumPy array (copied from the GPU when needed). No graph."""
+        if _tracer is not None:
+            _tracer.refuse(self, ".numpy()")
         return backend.to_numpy(self.data)
 
     def item(self):
+        if _tracer is not None:
+            _tracer.refuse(self, ".item()")
         if self.data.size != 1:
             raise ValueError(
                 f"item(): only one-element tensors can be converted, got shape {self.shape}")
@@ -225,7 +244,7 @@ class Tensor:
 
     def detach(self) -> Tensor:
         """The same values, cut from the graph (shares memory)."""
-        return Tensor._wrap(self.data)
+        return _apply(_Detach, self)
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if requires_grad and not _is_float(self.dtype):
@@ -236,6 +255,20 @@ class Tensor:
                 "requires_grad_(False) is only allowed on leaf tensors; use detach()")
         self.requires_grad = requires_grad
         return self
+
+    def _bump_version(self) -> None:
+        """Record that `data` was just changed in place (optimizer step, load_state_dict, init).
+
+        A later backward through an op that kept this array (or a view of it) for its
+        gradient raises instead of silently mixing old and new values, as in PyTorch.
+        """
+        global _version_clock
+        _version_clock += 1
+        self._version += 1
+        clocks = _changed_tensors.setdefault(self, [])
+        clocks.append(_version_clock)
+        if len(clocks) > _CHANGES_KEPT:
+            del clocks[0]
 
     def retain_grad(self) -> Tensor:
         """Ask backward() to also store the gradient of this non-leaf tensor in `.grad`."""
@@ -291,11 +324,30 @@ class Tensor:
                     f"got shape {self.shape}; pass grad= with that shape")
             grad = xp.ones_like(self.data)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad, dtype=self.dtype)
-            if grad.shape != self.shape:
-                raise RuntimeError(
-                    f"backward(): grad must have the tensor's shape {self.shape}, got {grad.shape}")
+            grad = self._checked_grad(grad, xp)
         _run_backward(self, grad, retain_graph)
+
+    def _checked_grad(self, grad, xp):
+        """backward()'s grad= as an array of this tensor's shape, dtype and device.
+
+        A Tensor must be on this tensor's device (as in PyTorch); arrays and lists are host
+        or device data and are moved here. Any real dtype is cast to this tensor's."""
+        if isinstance(grad, Tensor):
+            if grad.device != self.device:
+                raise RuntimeError(
+                    f"backward(): grad is on '{grad.device}' but the tensor is on "
+                    f"'{self.device}'; move it first with grad.to('{self.device}')")
+            array = grad.data
+        elif isinstance(grad, np.ndarray) or backend.is_cupy_array(grad):
+            array = backend.to_device(grad, self.device)
+        else:
+            array = xp.asarray(grad, dtype=self.dtype)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"backward(): grad must hold real numbers, got dtype {array.dtype}")
+        if array.shape != self.shape:
+            raise RuntimeError(
+                f"backward(): grad must have the tensor's shape {self.shape}, got {array.shape}")
+        return array if array.dtype == self.dtype else array.astype(self.dtype)
 
     # ----------------------------------------------------------------- arithmetic
 
@@ -378,6 +430,8 @@ class Tensor:
     __hash__ = object.__hash__  # tensors are used as dict keys by identity, as in PyTorch
 
     def __bool__(self):
+        if _tracer is not None:
+            _tracer.refuse(self, "bool() (an if or a comparison chain)")
         if self.data.size != 1:
             raise RuntimeError(f"the truth value of a tensor with shape {self.shape} is ambiguous")
         return bool(self.data)
@@ -574,6 +628,7 @@ def _apply(fn_cls, *inputs: Tensor, **params):
     if record:
         fn.inputs = inputs
         fn.needs_input_grad = tuple(needs_grad)
+        fn.recorded_at = _version_clock
     if isinstance(out, tuple):
         fn.num_outputs, fn.multi_output = len(out), True
         if record:
@@ -650,6 +705,7 @@ def _run_backward(root: Tensor, grad, retain_graph: bool) -> None:
         return
     pending = {id(root._node): [None] * root._node.num_outputs}
     pending[id(root._node)][root._index] = grad
+    changed_since: dict = {}  # clock -> tensors changed in place after it (for this backward)
     for fn in _topological_order(root._node):
         grads = pending.pop(id(fn), None)
         if grads is None:
@@ -661,6 +717,8 @@ def _run_backward(root: Tensor, grad, retain_graph: bool) -> None:
                 "arrays after they have already been freed). Saved intermediate values of the "
                 "graph are freed when you call .backward(). Specify retain_graph=True if you "
                 "need to backward through the graph a second time.")
+        if fn.__dict__.get("recorded_at", _version_clock) != _version_clock:
+            _check_saved_arrays(fn, changed_since)  # something changed in place since fn ran
         retained = fn.__dict__.get("_retained")
         if retained:
             for index, ref in retained.items():
@@ -694,6 +752,62 @@ def _run_backward(root: Tensor, grad, retain_graph: bool) -> None:
             _release(fn)
 
 
+def _check_saved_arrays(fn, changed_since: dict) -> None:
+    """Raise when fn kept, for its backward, an array that was changed in place after fn ran.
+
+    Called only for nodes recorded before the last in-place change. An array counts as kept
+    when it sits in fn's attributes (alone or in a tuple/list), or is an input of an op class
+    with `saves_inputs = True` (ops that keep copies or derived forms of their inputs, such as
+    the fused recurrent layers); views count, so `h @ W.T` is caught when W changes. Ops that
+    keep nothing of an input (Add) never raise, as in PyTorch.
+    """
+    since = fn.recorded_at
+    changed = changed_since.get(since)
+    if changed is None:
+        changed = changed_since[since] = [
+            (t, clocks) for t, clocks in list(_changed_tensors.items()) if clocks[-1] > since]
+    for tensor, clocks in changed:
+        if any(_may_share_memory(kept, tensor.data) for kept in _kept_arrays(fn, tensor.data)):
+            raise RuntimeError(_modified_message(fn, tensor, clocks))
+
+
+def _kept_arrays(fn, like):
+    """The arrays (of like's array type) that fn holds for its backward."""
+    kind = type(like)
+    for name, value in fn.__dict__.items():
+        if name == "inputs":
+            if getattr(fn, "saves_inputs", False):
+                yield from (t.data for t in value if type(t.data) is kind)
+        elif type(value) is kind:
+            yield value
+        elif isinstance(value, (tuple, list)):
+            yield from (v for v in value if type(v) is kind)
+
+
+def _may_share_memory(a, b) -> bool:
+    share = getattr(backend.get_array_module(b), "may_share_memory", None)
+    return a is b if share is None else bool(share(a, b))
+
+
+def _modified_message(fn, tensor: Tensor, clocks: list) -> str:
+    op = type(fn).__name__
+    after = sum(1 for c in clocks if c > fn.recorded_at)
+    expected = tensor._version - after
+    if after == len(clocks) == _CHANGES_KEPT:  # older changes were not kept: a bound only
+        expected = f"at most {expected}"
+    if tensor._node is not None:
+        what = f"output {tensor._index} of {type(tensor._node).__name__}"
+    else:
+        what = "a leaf Tensor" + (" (requires_grad=True)" if tensor.requires_grad else "")
+    return (
+        f"one of the variables needed for gradient computation has been modified by an inplace "
+        f"operation: {what} of shape {tuple(tensor.shape)} and dtype {tensor.dtype}, kept by "
+        f"{op} for its backward, is at version {tensor._version}; expected version {expected}. "
+        f"It was changed after the forward (an optimizer.step(), load_state_dict() or nn.init "
+        f"call between the forward and a backward(retain_graph=True)?): run the forward again "
+        f"after changing it.")
+
+
 def _accumulate_leaf(t: Tensor, g) -> None:
     """Leaf gradients own their memory (ops may return shared or read-only views)."""
     if t._grad is None:
@@ -722,6 +836,19 @@ class _Cast(ops.Function):
 
     def backward(self, dy):
         return dy
+
+
+class _Detach(ops.Function):
+    """y = x, sharing memory, with no gradient: an op (not a bare copy of the array) so that
+    a recorded step (tg.scan) replays it at every step."""
+
+    differentiable = False
+
+    def forward(self, x):
+        return x
+
+    def backward(self, dy):
+        return None
 
 
 class _ToDevice(ops.Function):

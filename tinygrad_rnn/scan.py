@@ -1,0 +1,643 @@
+"""tg.scan: a step function recorded once, replayed over T steps as one graph node.
+
+    final_carry, ys = scan(step, init, xs)        # step(carry, x) -> (new_carry, y)
+
+means, as jax.lax.scan,
+
+    carry = init
+    for t in range(T):
+        carry, y = step(carry, xs[t])
+        ys.append(y)
+    return carry, stack(ys)
+
+and that Python loop is exactly what the composed path of the recurrent layers runs. Run that
+way, every step records its ops in the graph and `backward()` walks T copies of the step:
+backpropagation through time, derived from the graph, but at the price of a Tensor, a graph
+node and the engine's bookkeeping for every op of every step.
+
+`scan` instead calls the step on Tensors once (twice, to check it), with a recorder in the
+engine that notes each op it applies: its class, its settings and which values it read.
+That list is the *tape*. The tape is then replayed for all T steps on raw arrays, as one
+node of the graph:
+
+* forward, step by step, each op's own `forward`; what an op keeps for its backward (its
+  instance attributes) is kept per step by the scan node;
+* backward, from step T-1 down to 0, each op's own `backward` in reverse order, with the
+  gradient of the carry handed from step t+1 to step t. No derivative is written here.
+
+Checks, broadcasting bookkeeping and ordering are settled once, when the tape is made. Ops
+that do not depend on the carry leave the loop: those on tensors from outside the step
+alone (a weight's transpose) run once; those on the step's x and such tensors run once over
+all T steps at once (a step's `x @ W` becomes one big matmul), when the op has a batched
+form (elementwise ops, matmul, reshapes, reductions over given axes, ...).
+
+Tensors the step reads by closure (weights) get their gradients like any other use. Ops that
+draw random numbers (dropout, zoneout) are called again at every step, in the loop's order,
+so the same seed gives the same numbers as the Python loop.
+
+remat=True keeps only each step's carry (and random masks) and recomputes a step's
+internals during backward: memory O(T x carry) plus one step, for about one more forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import backend
+from . import tensor as _engine
+from .ops import (
+    Abs,
+    Add,
+    BroadcastTo,
+    Clip,
+    Compare,
+    Concat,
+    Div,
+    Embedding,
+    Exp,
+    Function,
+    LayerNorm,
+    Log,
+    LogSoftmax,
+    LogSumExp,
+    MatMul,
+    Max,
+    Maximum,
+    Mean,
+    Min,
+    Minimum,
+    Mul,
+    Neg,
+    Permute,
+    Pow,
+    PowScalar,
+    Relu,
+    Reshape,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Split,
+    Sqrt,
+    Stack,
+    Sub,
+    Sum,
+    Tanh,
+    Unbind,
+    Var,
+    Where,
+)
+from .tensor import Tensor, _unbroadcast, is_grad_enabled, no_grad
+
+CARRY, BATCH, CONST = "carry", "batch", "const"  # where a slot's value comes from (see _Tape)
+
+
+class ScanError(RuntimeError):
+    """The step function cannot be recorded and replayed (the message says why)."""
+
+
+# --------------------------------------------------------------------------- recording
+
+
+@dataclass
+class _Entry:
+    """One op of the tape: the op's class and settings, the slots it reads and writes."""
+
+    cls: type
+    params: dict
+    ins: list
+    outs: list
+    multi: bool
+    fn: Function | None = None  # the op object that serves every step
+    kind: str = CARRY  # CARRY: runs in the loop; BATCH: once over all steps; CONST: once
+    needs: tuple = ()  # per input: does its slot need a gradient?
+
+
+@dataclass
+class _Tape:
+    """The recorded step. Every value the step touches is a numbered slot:
+
+    * slots of the carry and of x (the step's arguments),
+    * CONST slots: tensors from outside the step (weights) and constants made inside it,
+    * the outputs of the recorded ops, in order.
+    """
+
+    entries: list = field(default_factory=list)
+    shapes: list = field(default_factory=list)  # per slot
+    dtypes: list = field(default_factory=list)
+    kinds: list = field(default_factory=list)
+    consts: list = field(default_factory=list)  # (slot, Tensor)
+    carry_in: list = field(default_factory=list)
+    x_in: list = field(default_factory=list)
+    carry_out: list = field(default_factory=list)
+    y_out: list = field(default_factory=list)
+
+
+class _Recorder:
+    """Set as the engine's tracer while the step runs: each op applied is noted in the tape."""
+
+    def __init__(self):
+        self.tape = _Tape()
+        self.slots: dict[int, int] = {}  # id(Tensor) -> slot
+        self.alive: list[Tensor] = []  # keeps ids unique while recording
+
+    def add(self, t: Tensor, kind: str) -> int:
+        slot = len(self.tape.shapes)
+        self.slots[id(t)] = slot
+        self.alive.append(t)
+        self.tape.shapes.append(t.data.shape)
+        self.tape.dtypes.append(t.data.dtype)
+        self.tape.kinds.append(kind)
+        return slot
+
+    def slot_of(self, t: Tensor) -> int:
+        slot = self.slots.get(id(t))
+        if slot is None:  # from outside the step, or made inside it without an op
+            slot = self.add(t, CONST)
+            self.tape.consts.append((slot, t))
+        return slot
+
+    def refuse(self, t: Tensor, what: str) -> None:
+        """Called by the Tensor methods that leave the graph (.item(), .numpy(), bool())."""
+        slot = self.slots.get(id(t))
+        if slot is not None and self.tape.kinds[slot] != CONST:
+            raise ScanError(
+                f"scan: the step calls {what} on a value computed from the carry or x; a "
+                "recorded step is replayed on arrays, so it cannot branch on values or take "
+                "them out of Tensor ops (use tg.where for a choice made per element)")
+
+    def record(self, fn_cls, params, inputs, result) -> None:
+        ins = [self.slot_of(t) for t in inputs]
+        multi = isinstance(result, tuple)
+        # CONST here means "computed from constants only"; _plan decides where it runs
+        varies = fn_cls.random or any(self.tape.kinds[s] != CONST for s in ins)
+        kind = CARRY if varies else CONST
+        outs = [self.add(t, kind) for t in (result if multi else (result,))]
+        self.tape.entries.append(_Entry(fn_cls, dict(params), ins, outs, multi))
+
+
+def _as_tuple(value, what: str) -> tuple:
+    """A Tensor or a tuple/list of Tensors -> a tuple of Tensors (checked)."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    for i, t in enumerate(items):
+        if not isinstance(t, Tensor):
+            where = f"{what}[{i}]" if isinstance(value, (tuple, list)) else what
+            raise TypeError(f"scan: {where} must be a Tensor, got {type(t).__name__}")
+    return items
+
+
+def _record(step, carry_arrays, x_arrays, structure) -> tuple[_Tape, list]:
+    """Run the step once on Tensors over the given arrays, recording every op it applies.
+    Returns the tape and the new carry's arrays."""
+    carry_is_tuple, xs_kind = structure
+    recorder = _Recorder()
+    carry = [Tensor._wrap(a) for a in carry_arrays]
+    xs = [Tensor._wrap(a) for a in x_arrays]
+    recorder.tape.carry_in = [recorder.add(t, CARRY) for t in carry]
+    recorder.tape.x_in = [recorder.add(t, BATCH) for t in xs]
+    step_carry = tuple(carry) if carry_is_tuple else carry[0]
+    step_x = None if xs_kind is None else (tuple(xs) if xs_kind == "tuple" else xs[0])
+    saved_generators = dict(backend._generators)
+    backend._generators.clear()  # the recording draws from throwaway generators
+    _engine._tracer = recorder
+    try:
+        with no_grad():
+            out = step(step_carry, step_x)
+    finally:
+        _engine._tracer = None
+        backend._generators.clear()
+        backend._generators.update(saved_generators)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ScanError(f"scan: step must return (new_carry, y), got {type(out).__name__}"
+                        + (f" of length {len(out)}" if isinstance(out, tuple) else ""))
+    new_carry, y = out
+    if carry_is_tuple != isinstance(new_carry, (tuple, list)):
+        raise ScanError("scan: step must return a carry of the same structure as init "
+                        f"({'a tuple' if carry_is_tuple else 'a Tensor'}), got "
+                        f"{type(new_carry).__name__}")
+    new_carry = _as_tuple(new_carry, "new_carry")
+    if len(new_carry) != len(carry):
+        raise ScanError(f"scan: step returned {len(new_carry)} carry tensors, init has "
+                        f"{len(carry)}")
+    for i, (old, new) in enumerate(zip(carry, new_carry)):
+        if new.shape != old.shape or new.dtype != old.dtype:
+            raise ScanError(
+                f"scan: step changes carry[{i}] from shape {old.shape}, dtype {old.dtype} to "
+                f"shape {new.shape}, dtype {new.dtype}; a carry must keep its shape and dtype")
+    recorder.tape.carry_out = [recorder.slot_of(t) for t in new_carry]
+    if y is not None:
+        recorder.tape.y_out = [recorder.slot_of(t) for t in _as_tuple(y, "y")]
+    recorder.tape.y_is_tuple = isinstance(y, (tuple, list))
+    _check_settings(recorder.tape)
+    return recorder.tape, [t.data for t in new_carry]
+
+
+def _check_settings(tape: _Tape) -> None:
+    """An array among an op's settings would be frozen at its first value: refuse it."""
+    for k, e in enumerate(tape.entries):
+        for name, value in e.params.items():
+            items = value if isinstance(value, tuple) else (value,)
+            if any(hasattr(item, "shape") and hasattr(item, "dtype") for item in items):
+                raise ScanError(
+                    f"scan: op {k} of the step ({e.cls.__name__}) takes an array as its "
+                    f"setting '{name}' (an index or mask made from an array); a replayed "
+                    "step would reuse its first value. Index with slices or integers, or pass "
+                    "the array through xs and use tg.where / embedding.")
+
+
+def _same_value(a, b) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(backend.get_array_module(a).array_equal(a, b))
+
+
+def _check_same(first: _Tape, second: _Tape) -> None:
+    """Two recordings at consecutive steps must be the same program on the same constants."""
+    if len(first.entries) != len(second.entries):
+        raise ScanError(
+            f"scan: the step applied {len(first.entries)} ops at its first step and "
+            f"{len(second.entries)} at its second; Python control flow that depends on values "
+            "cannot be replayed (use tg.where)")
+    const_of = [dict(tape.consts) for tape in (first, second)]
+    for k, (a, b) in enumerate(zip(first.entries, second.entries)):
+        same = a.cls is b.cls and a.ins == b.ins and a.outs == b.outs
+        if same:
+            try:
+                same = bool(a.params == b.params)
+            except ValueError:
+                same = False
+        if not same:
+            raise ScanError(
+                f"scan: op {k} of the step differs between two steps ({a.cls.__name__} "
+                f"{a.params} then {b.cls.__name__} {b.params}); Python control flow or "
+                "settings that depend on values cannot be replayed")
+        for slot in a.ins:
+            t0, t1 = const_of[0].get(slot), const_of[1].get(slot)
+            if t0 is None or t0 is t1:
+                continue
+            if not _same_value(t0.data, t1.data):
+                raise ScanError(
+                    f"scan: op {k} of the step ({a.cls.__name__}) reads a tensor that is not "
+                    "the carry, x, an op's result or a tensor from outside the step, and its "
+                    "value changes from step to step (made from raw arrays, e.g. with .data, "
+                    ".numpy() or a Python value that changes). A replayed step would reuse "
+                    "its first value: compute it with Tensor ops, or pass it in xs.")
+
+
+# --------------------------------------------------------------------------- planning
+
+_ELEMENTWISE = (Add, Sub, Mul, Div, Neg, Pow, PowScalar, Exp, Log, Sqrt, Abs, Tanh, Sigmoid,
+                Relu, Softplus, Clip, Maximum, Minimum, Where, Compare, _engine._Cast)
+_AXIS_OPS = (Sum, Mean, Max, Min, Var, LogSumExp, Softmax, LogSoftmax, Split, Unbind,
+             Concat, Stack)
+
+
+def _shift_axes(axis, ndim: int):
+    """An axis setting of a per-step op, for the same op with a leading T axis."""
+    if axis is None:
+        return None
+    if isinstance(axis, (tuple, list)):
+        return tuple(a if a < 0 else a + 1 for a in axis)
+    return axis if axis < 0 else axis + 1
+
+
+def _batched_params(e: _Entry, tape: _Tape, kinds: list):
+    """Settings of e's op applied to all T steps at once (inputs of kind BATCH get a leading
+    T axis), or None when the op has no such form here."""
+    cls, params = e.cls, e.params
+    batch = [kinds[s] == BATCH for s in e.ins]
+    ndims = [len(tape.shapes[s]) for s in e.ins]
+    out_ndim = len(tape.shapes[e.outs[0]])
+    if issubclass(cls, _ELEMENTWISE):
+        ok = all(n == out_ndim if b else n <= out_ndim for b, n in zip(batch, ndims))
+        return params if ok else None
+    if cls is MatMul:
+        (ba, bb), (na, nb) = batch, ndims
+        if ba and bb:
+            return params if na == nb and na >= 2 else None
+        if ba:
+            return params if nb <= 2 else None
+        return params if nb >= 2 and na <= 2 else None
+    if cls is Reshape:
+        return {"shape": (-1,) + tuple(tape.shapes[e.outs[0]])}
+    if cls is Permute:
+        return {"axes": (0,) + tuple(a + 1 for a in params["axes"])}
+    if cls is BroadcastTo:
+        return {"shape": (-1,) + tuple(params["shape"])} if ndims[0] == out_ndim else None
+    if cls is LayerNorm:
+        return {**params, "axes": _shift_axes(params["axes"], ndims[0])}
+    if cls is Embedding:
+        return params if batch == [False, True] else None
+    if issubclass(cls, _AXIS_OPS):
+        if cls in (Concat, Stack) and not all(batch):
+            return None
+        if "axis" in params and params["axis"] is None:
+            return None
+        return {**params, "axis": _shift_axes(params.get("axis", 0), ndims[0])}
+    return None
+
+
+def _plan(tape: _Tape, xp, grad_slots: set) -> None:
+    """Decide where each op runs (loop, once over all steps, once) and which inputs need a
+    gradient; make the op objects."""
+    kinds = list(tape.kinds)
+    for e in tape.entries:
+        in_kinds = {kinds[s] for s in e.ins}
+        if CARRY in in_kinds or e.cls.random:
+            e.kind = CARRY
+        elif BATCH in in_kinds:
+            params = _batched_params(e, tape, kinds)
+            e.kind = CARRY if params is None else BATCH
+            if params is not None:
+                e.params = params
+        else:
+            e.kind = CONST
+        for s in e.outs:
+            kinds[s] = e.kind
+        e.fn = e.cls(**e.params)
+        e.fn.xp = xp
+    tape.kinds = kinds
+    # which slots need a gradient: those on a path from a slot in grad_slots
+    need = [False] * len(kinds)
+    for s in grad_slots:
+        need[s] = True
+    changed = True
+    while changed:  # the carry loops back: repeat until nothing new needs a gradient
+        changed = False
+        for e in tape.entries:
+            if e.cls.differentiable and any(need[s] for s in e.ins):
+                for s in e.outs:
+                    if not need[s]:
+                        need[s] = changed = True
+        for s_in, s_out in zip(tape.carry_in, tape.carry_out):
+            if need[s_out] and not need[s_in]:
+                need[s_in] = changed = True
+    for e in tape.entries:
+        e.needs = tuple(need[s] and e.cls.differentiable for s in e.ins)
+    tape.need = need
+
+
+# --------------------------------------------------------------------------- the node
+
+
+class _Scan(Function):
+    """The replayed tape as one graph node.
+
+    Inputs: the initial carry tensors, the xs (T, ...), the tape's constants.
+    Outputs: the final carry tensors, then the stacked ys (T, ...).
+    """
+
+    def __init__(self, tape: _Tape, length: int, reverse: bool, remat: bool, save: bool):
+        self.tape, self.length, self.reverse, self.remat = tape, length, reverse, remat
+        self.save = save  # whether a backward will follow (grad enabled, something needs it)
+
+    def _steps(self):
+        return range(self.length - 1, -1, -1) if self.reverse else range(self.length)
+
+    def forward(self, *arrays):
+        tape, xp = self.tape, self.xp
+        n_carry, n_x = len(tape.carry_in), len(tape.x_in)
+        carry = list(arrays[:n_carry])
+        vals = [None] * len(tape.kinds)
+        for (slot, _), a in zip(tape.consts, arrays[n_carry + n_x:]):
+            vals[slot] = a
+        for slot, a in zip(tape.x_in, arrays[n_carry:n_carry + n_x]):
+            vals[slot] = a  # the whole (T, ...) array until the loop slices it
+        for e in tape.entries:  # the ops that leave the loop, once
+            if e.kind != CARRY:
+                self._run(e, vals)
+        kinds = tape.kinds
+        self.batched = {s: vals[s] for s in range(len(kinds)) if kinds[s] == BATCH}
+        self.const_vals = vals
+        self.per_step = [s for s in self._read_in_loop() if kinds[s] == BATCH]
+        self.loop = [e for e in tape.entries if e.kind == CARRY]
+        ys = [xp.empty((self.length,) + tape.shapes[s], dtype=tape.dtypes[s])
+              for s in tape.y_out]
+        self.saved = [None] * self.length  # per step: what each loop op kept, or its carry
+        for t in self._steps():
+            if self.remat and self.save:
+                self.saved[t] = (carry, [None] * len(self.loop))
+                kept = self._step(t, carry, vals, self.saved[t][1], remat_record=True)
+            else:
+                kept = [] if self.save else None
+                self._step(t, carry, vals, kept)
+                self.saved[t] = kept
+            carry = [vals[s] for s in tape.carry_out]
+            for y, s in zip(ys, tape.y_out):
+                y[t] = vals[s]
+        if not self.save:
+            self.tape = self.saved = self.batched = self.const_vals = None
+        return tuple(carry) + tuple(ys)
+
+    def _read_in_loop(self) -> set:
+        tape = self.tape
+        read = {s for e in tape.entries if e.kind == CARRY for s in e.ins}
+        return read | set(tape.carry_out) | set(tape.y_out)
+
+    @staticmethod
+    def _run(e: _Entry, vals: list) -> None:
+        out = e.fn.forward(*[vals[s] for s in e.ins])
+        if e.multi:
+            for s, o in zip(e.outs, out):
+                vals[s] = o
+        else:
+            vals[e.outs[0]] = out
+
+    def _step(self, t, carry, vals, kept, remat_record=False, masks=None):
+        """One forward step on raw arrays; `kept` gets each loop op's saved attributes
+        (remat_record: only the random ops' outputs; masks: reuse those outputs)."""
+        tape = self.tape
+        for s, a in zip(tape.carry_in, carry):
+            vals[s] = a
+        batched = self.batched
+        for s in self.per_step:
+            vals[s] = batched[s][t]
+        for k, e in enumerate(self.loop):
+            if masks is not None and masks[k] is not None:
+                out = masks[k]
+            else:
+                out = e.fn.forward(*[vals[s] for s in e.ins])
+            if e.multi:
+                for s, o in zip(e.outs, out):
+                    vals[s] = o
+            else:
+                vals[e.outs[0]] = out
+            if remat_record:
+                if e.cls.random:
+                    kept[k] = out
+            elif kept is not None:
+                kept.append(e.fn.__dict__.copy())
+
+    def backward(self, grads):
+        tape, xp = self.tape, self.xp
+        n_carry = len(tape.carry_in)
+        shapes, dtypes, need = tape.shapes, tape.dtypes, tape.need
+        g_carry = list(grads[:n_carry])
+        g_ys = grads[n_carry:]
+        g_batch = {}  # slot -> (T, ...) gradient of a value available for all steps at once
+        g_const = {}  # slot -> summed gradient
+
+        def add(store, slot, g):
+            previous = store.get(slot)
+            store[slot] = g if previous is None else previous + g
+
+        loop = self.loop
+        vals = list(self.const_vals)
+        per_step_batch = [s for s in self.per_step if need[s]]
+        const_slots = [s for s, _ in tape.consts]
+        const_grad_slots = [s for s, k in enumerate(tape.kinds) if k == CONST and need[s]]
+        for t in reversed(self._steps()):
+            if self.remat:
+                carry, masks = self.saved[t]
+                kept = []
+                self._step(t, carry, vals, kept, masks=masks)
+            else:
+                kept = self.saved[t]
+            g = [None] * len(shapes)
+            for s, gc in zip(tape.carry_out, g_carry):
+                if gc is not None:
+                    g[s] = gc if g[s] is None else g[s] + gc
+            for s, gy in zip(tape.y_out, g_ys):
+                if gy is not None:
+                    g[s] = gy[t] if g[s] is None else g[s] + gy[t]
+            for k in range(len(loop) - 1, -1, -1):
+                e = loop[k]
+                if e.multi:
+                    g_out = [g[s] for s in e.outs]
+                    if not any(x is not None for x in g_out):
+                        continue
+                else:
+                    g_out = g[e.outs[0]]
+                    if g_out is None:
+                        continue
+                if not any(e.needs):
+                    continue
+                fn = e.fn
+                fn.__dict__.update(kept[k])
+                in_grads = fn.backward(g_out)
+                if not isinstance(in_grads, tuple):
+                    in_grads = (in_grads,)
+                for s, gi, needed in zip(e.ins, in_grads, e.needs):
+                    if gi is None or not needed:
+                        continue
+                    if gi.shape != shapes[s]:
+                        gi = _unbroadcast(gi, shapes[s])
+                    if gi.dtype != dtypes[s]:
+                        gi = gi.astype(dtypes[s])
+                    g[s] = gi if g[s] is None else g[s] + gi
+            if not self.remat:
+                self.saved[t] = None  # this step's values are no longer needed
+            g_carry = [g[s] for s in tape.carry_in]
+            for s in per_step_batch:
+                if g[s] is not None:
+                    if s not in g_batch:
+                        g_batch[s] = xp.zeros((self.length,) + shapes[s], dtype=dtypes[s])
+                    g_batch[s][t] += g[s]
+            for s in const_grad_slots:
+                if g[s] is not None:
+                    add(g_const, s, g[s])
+        # the ops that left the loop, in reverse: first those over all steps, then the once
+        for e in reversed(tape.entries):
+            if e.kind == CARRY or not any(e.needs):
+                continue
+            store = g_batch if e.kind == BATCH else g_const
+            g_out = [store.get(s) for s in e.outs]
+            if not any(x is not None for x in g_out):
+                continue
+            in_grads = e.fn.backward(g_out if e.multi else g_out[0])
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            for s, gi, needed in zip(e.ins, in_grads, e.needs):
+                if gi is None or not needed:
+                    continue
+                kind = tape.kinds[s]
+                target = (self.length,) + shapes[s] if kind == BATCH else shapes[s]
+                if gi.shape != target:
+                    gi = _unbroadcast(gi, target)
+                if gi.dtype != dtypes[s]:
+                    gi = gi.astype(dtypes[s])
+                add(g_batch if kind == BATCH else g_const, s, gi)
+        result = g_carry + [g_batch.get(s) for s in tape.x_in]
+        result += [g_const.get(s) for s in const_slots]
+        return tuple(result)
+
+
+# --------------------------------------------------------------------------- the function
+
+
+def scan(step, init, xs=None, *, length: int | None = None, reverse: bool = False,
+         remat: bool = False):
+    """Loop `step` over the leading axis of xs, as one graph node: returns (final_carry, ys).
+
+    step(carry, x) -> (new_carry, y). carry: a Tensor or a tuple of Tensors, each keeping its
+    shape and dtype from step to step. xs: a Tensor (T, ...), a tuple of them, or None with
+    length=T (then x is None). y: a Tensor, a tuple of Tensors or None; ys stacks them along a
+    new leading axis (None when y is None). reverse=True runs t = T-1 down to 0 (ys stay
+    aligned with xs). remat=True recomputes each step's internals in backward instead of
+    keeping them (memory O(T x carry)).
+
+    The step is called twice on Tensors to record it; it must apply the same ops at every
+    step (no Python control flow on values, no .item() / .numpy() of the carry or x, no
+    arrays made from them outside Tensor ops): what cannot be replayed raises ScanError.
+    """
+    carry_is_tuple = isinstance(init, (tuple, list))
+    init = _as_tuple(init, "init")
+    if not init:
+        raise ValueError("scan: init must hold at least one Tensor, got an empty tuple")
+    xs_kind = None if xs is None else ("tuple" if isinstance(xs, (tuple, list)) else "tensor")
+    xs = () if xs is None else _as_tuple(xs, "xs")
+    if xs_kind is not None and not xs:
+        raise ValueError("scan: xs must hold at least one Tensor (or be None with length=)")
+    for i, x in enumerate(xs):
+        if x.ndim == 0:
+            raise ValueError(f"scan: xs[{i}] must have a leading time axis, got a 0-d tensor")
+    steps = {x.shape[0] for x in xs}
+    if len(steps) > 1:
+        raise ValueError(f"scan: every xs must have the same length, got leading sizes "
+                         f"{[x.shape[0] for x in xs]}")
+    if length is not None:
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
+            raise TypeError(f"scan: length must be an int, got {type(length).__name__}")
+        if steps and length != next(iter(steps)):
+            raise ValueError(f"scan: length={length} but xs have length {next(iter(steps))}")
+        steps = {int(length)}
+    if not steps:
+        raise ValueError("scan: give xs, or length= when xs is None")
+    T = next(iter(steps))
+    if T < 1:
+        raise ValueError(f"scan: the sequence must have at least one step, got length {T}")
+    device = init[0].device
+    for name, t in [(f"init[{i}]", t) for i, t in enumerate(init)] + \
+            [(f"xs[{i}]", x) for i, x in enumerate(xs)]:
+        if t.device != device:
+            raise RuntimeError(f"scan: expected every tensor on '{device}', {name} is on "
+                               f"'{t.device}'")
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    structure = (carry_is_tuple, xs_kind)
+    first_x = [x.data[order[0]] for x in xs]
+    tape, carry_1 = _record(step, [c.data for c in init], first_x, structure)
+    if T > 1:  # record the second step too: both must be the same program
+        again, _ = _record(step, carry_1, [x.data[order[1]] for x in xs], structure)
+        _check_same(tape, again)
+    consts = [t for _, t in tape.consts]
+    inputs = list(init) + list(xs) + consts
+    grad_slots = {s for s, t in zip(tape.carry_in, init) if t.requires_grad}
+    grad_slots |= {s for s, x in zip(tape.x_in, xs) if x.requires_grad}
+    grad_slots |= {s for s, t in tape.consts if t.requires_grad}
+    save = is_grad_enabled() and bool(grad_slots)
+    xp = backend.get_array_module(init[0].data)
+    _plan(tape, xp, grad_slots)
+    out = _engine._apply(_Scan, *inputs, tape=tape, length=T, reverse=reverse, remat=remat,
+                         save=save)
+    n_carry = len(init)
+    final, ys = out[:n_carry], out[n_carry:]
+    final = tuple(final) if carry_is_tuple else final[0]
+    if not tape.y_out:
+        ys = None
+    elif not tape.y_is_tuple:
+        ys = ys[0]
+    else:
+        ys = tuple(ys)
+    return final, ys
+
