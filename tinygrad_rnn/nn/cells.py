@@ -250,6 +250,8 @@ def set_forget_bias(bias_ih: Tensor, bias_hh: Tensor, value: float, hidden_size:
     start = 0 if cifg else hidden_size  # gate order [i, f, g, o], or [f, g, o] with cifg
     bias_ih.data[start:start + hidden_size] = value
     bias_hh.data[start:start + hidden_size] = 0
+    bias_ih._bump_version()
+    bias_hh._bump_version()
 
 
 def broadcast_state(state: Tensor, batch: int) -> Tensor:

@@ -17,6 +17,7 @@ def _gen(t: Tensor):
 
 def _fill(t: Tensor, values) -> Tensor:
     t.data[...] = values.astype(t.dtype, copy=False) if hasattr(values, "astype") else values
+    t._bump_version()  # an in-place change: graphs that kept the old values raise in backward
     return t
 
 
@@ -39,8 +40,7 @@ def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
 
 
 def constant_(t: Tensor, value: float) -> Tensor:
-    t.data[...] = value
-    return t
+    return _fill(t, value)
 
 
 def zeros_(t: Tensor) -> Tensor:

@@ -92,6 +92,7 @@ class Embedding(Module):
         init.normal_(self.weight)
         if self.padding_idx is not None:
             self.weight.data[self.padding_idx] = 0
+            self.weight._bump_version()
 
     def forward(self, indices) -> Tensor:
         return F.embedding(indices, self.weight, self.padding_idx)

@@ -258,6 +258,7 @@ class Module:
                 if name in values:
                     array = backend.to_device(values[name], param.device)
                     param.data[...] = array.astype(param.dtype, copy=False)
+                    param._bump_version()
         return missing, unexpected
 
     # ----------------------------------------------------------------- repr

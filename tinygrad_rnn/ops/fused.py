@@ -89,12 +89,18 @@ class _SequenceOp(Function):
     """Common bits: optional inputs (biases, projection), the choice of gate math, and
     variable lengths.
 
+    saves_inputs: the backward reads the inputs and arrays derived from them (the weights,
+    a contiguous W_hh^T, activations computed with them), so the engine raises when one of
+    the inputs was changed in place between forward and backward (optimizer step).
+
     last: optional NumPy int array (B,), the step at which each sequence ends (its length
     minus one; forward direction only). The loop still runs all T steps, since a sequence's
     valid steps never see the ones after its end; the final state returned for row b is the
     one of step last[b], and in backward its gradient enters at that step. The caller zeroes
     the outputs past each end (and so their gradients).
     """
+
+    saves_inputs = True
 
     def __init__(self, reverse: bool = False, bias: bool = True, cuda_kernels: bool = True,
                  last=None):

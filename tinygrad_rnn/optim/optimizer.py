@@ -177,6 +177,7 @@ class Optimizer:
                     if grad.dtype != p.data.dtype:
                         grad = grad.astype(p.data.dtype)
                     self._update(p.data, grad, self.state.setdefault(p, {}), group)
+                    p._bump_version()  # a graph that kept the old values now raises
         return loss
 
     def _update(self, param, grad, state: dict[str, Any], group: dict[str, Any]) -> None:
