@@ -20,7 +20,7 @@ from .tensor import Tensor, enable_grad, stack
 def _as_input(x, like: Tensor) -> Tensor:
     if isinstance(x, Tensor):
         return x
-    return Tensor(np.asarray(x), dtype=like.dtype, device=like.device)
+    return Tensor(x, dtype=like.dtype, device=like.device)  # NumPy, CuPy or nested lists
 
 
 def _run_cell(cell: RNNCellBase, x: Tensor, hx) -> tuple[Tensor, list[Tensor]]:

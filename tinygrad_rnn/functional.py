@@ -102,7 +102,14 @@ def nll_loss(log_probs: Tensor, target, ignore_index: int = -100,
     if reduction not in _REDUCTIONS:
         raise ValueError(f"nll_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     xp = log_probs._xp()
-    t = target.data if isinstance(target, Tensor) else xp.asarray(target)
+    if isinstance(target, Tensor) or backend.is_cupy_array(target):
+        t = target.data if isinstance(target, Tensor) else target
+        if backend.device_of(t) != log_probs.device:
+            raise RuntimeError(
+                f"nll_loss: target is on '{backend.device_of(t)}' but input is on "
+                f"'{log_probs.device}'; move it first, e.g. target.to('{log_probs.device}')")
+    else:  # lists and NumPy arrays: host data, copied to the input's device
+        t = xp.asarray(target)
     if log_probs.ndim not in (1, 2):
         raise ValueError(
             f"nll_loss: input must be (N, C) or (C,), got shape {log_probs.shape}; "

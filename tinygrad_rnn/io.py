@@ -243,14 +243,29 @@ def save(obj: Any, path: str | os.PathLike, format: str | None = None) -> None: 
         raise
 
 
-def load(path: str | os.PathLike, format: str | None = None) -> Any:  # noqa: A002
-    """Read a checkpoint written by `save`; arrays come back as NumPy arrays.
+def _to_device(obj, device: str):
+    """Every array in a loaded tree moved to `device` (NumPy scalars stay as they are)."""
+    if isinstance(obj, np.ndarray):
+        return backend.to_device(obj, device)
+    if isinstance(obj, dict):
+        return {key: _to_device(value, device) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(value, device) for value in obj)
+    return obj
+
+
+def load(path: str | os.PathLike, format: str | None = None,  # noqa: A002
+         map_location=None) -> Any:
+    """Read a checkpoint written by `save`; arrays come back as NumPy arrays, or as arrays
+    on `map_location` ("cpu" or "cuda") when it is given (as in torch.load).
 
     Raises FileNotFoundError for a missing file and CheckpointError (a ValueError) naming the
     file when it is truncated, corrupted or not a checkpoint.
     """
     path = os.fspath(path)
     kind = _format_for(path, format)
+    if map_location is not None:
+        map_location = backend.normalize_device(map_location)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint file not found: {path!r}")
     try:
@@ -262,7 +277,7 @@ def load(path: str | os.PathLike, format: str | None = None) -> Any:  # noqa: A0
             f"cannot read checkpoint {path!r}: the file is truncated or corrupted "
             f"({type(exc).__name__}: {exc})") from exc
     if structure is None:
-        return arrays
+        return arrays if map_location is None else _to_device(arrays, map_location)
     try:
         header = json.loads(structure)
     except json.JSONDecodeError as exc:
@@ -282,4 +297,5 @@ def load(path: str | os.PathLike, format: str | None = None) -> Any:  # noqa: A0
             raise CheckpointError(
                 f"checkpoint {path!r} is corrupted: the array {name!r} does not match the "
                 "checksum written with it")
-    return _decode(header.get("tree"), arrays, repr(path))
+    tree = _decode(header.get("tree"), arrays, repr(path))
+    return tree if map_location is None else _to_device(tree, map_location)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from . import fused_cuda
 from .function import Function
 
@@ -93,11 +94,11 @@ class _SequenceOp(Function):
     a contiguous W_hh^T, activations computed with them), so the engine raises when one of
     the inputs was changed in place between forward and backward (optimizer step).
 
-    last: optional NumPy int array (B,), the step at which each sequence ends (its length
-    minus one; forward direction only). The loop still runs all T steps, since a sequence's
-    valid steps never see the ones after its end; the final state returned for row b is the
-    one of step last[b], and in backward its gradient enters at that step. The caller zeroes
-    the outputs past each end (and so their gradients).
+    last: optional int array (B,) (NumPy or CuPy, kept as NumPy), the step at which each
+    sequence ends (its length minus one; forward direction only). The loop still runs all
+    T steps, since a sequence's valid steps never see the ones after its end; the final
+    state returned for row b is the one of step last[b], and in backward its gradient
+    enters at that step. The caller zeroes the outputs past each end (and their gradients).
     """
 
     saves_inputs = True
@@ -108,7 +109,8 @@ class _SequenceOp(Function):
             raise ValueError("fused layers take last= in the forward direction only; reverse "
                              "each sequence's valid part before and after instead")
         self.reverse, self.bias, self.cuda_kernels = reverse, bias, cuda_kernels
-        self.last = last
+        # kept on the host whatever it came as: the loops read it step by step in Python
+        self.last = None if last is None else backend.to_numpy(last).astype(np.int64)
 
     def _use_kernels(self) -> bool:
         return self.cuda_kernels and fused_cuda.is_cupy(self.xp)

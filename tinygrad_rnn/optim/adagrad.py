@@ -23,7 +23,8 @@ class Adagrad(Optimizer):
         p <- p - clr * g / (sqrt(s) + eps)
 
     State per parameter (created with the optimizer, as in PyTorch): "step" (int) and
-    "sum" (s), in the parameter's dtype. A group's own initial_accumulator_value is honoured
+    "sum" (s), in the parameter's dtype and on its device; after model.double() or .cuda()
+    the next step converts it. A group's own initial_accumulator_value is honoured
     (PyTorch 2.x uses the constructor's value for every group).
     """
 

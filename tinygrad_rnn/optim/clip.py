@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable
 
@@ -63,8 +64,10 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float,
             f"({total}), so it cannot be clipped; no gradient was changed. To scale the "
             "gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
     clip_coef = max_norm / (total_norm + 1e-6)
-    if math.isnan(float(clip_coef)) or clip_coef < 1.0:
-        with np.errstate(invalid="ignore"):  # inf * 0 -> nan, silently, as in PyTorch
+    if math.isnan(float(clip_coef)) or float(clip_coef) < 1.0:
+        # inf * 0 -> nan, silently, as in PyTorch. CuPy never warns; NumPy is told not to.
+        quiet = np.errstate(invalid="ignore") if xp is np else contextlib.nullcontext()
+        with quiet:
             for g in grads:
                 g.data *= clip_coef.astype(g.data.dtype)
     return Tensor._wrap(total_norm)

@@ -47,6 +47,24 @@ def _state_array_copy(value):
     return copy.deepcopy(value)
 
 
+def _follow_parameter(param, state: dict[str, Any]) -> None:
+    """Move and cast the state arrays to the parameter's device and dtype, in place.
+
+    The state follows its parameter: after `model.double()` or `model.to("cuda")` (with the
+    optimizer made before, or state loaded from elsewhere) the next step updates float64
+    state on the GPU, instead of losing precision or mixing NumPy state with CuPy gradients.
+    """
+    for name, value in state.items():
+        if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+            continue  # "step" counters, None buffers
+        if type(value) is type(param) and value.dtype == param.dtype:
+            continue
+        xp = backend.get_array_module(param)
+        if xp is np:
+            value = backend.to_numpy(value)
+        state[name] = xp.asarray(value, dtype=param.dtype)
+
+
 class Optimizer:
     """Base class of all optimizers (PyTorch's `torch.optim.Optimizer` interface).
 
@@ -176,7 +194,9 @@ class Optimizer:
                             f"its parameter has shape {p.data.shape}")
                     if grad.dtype != p.data.dtype:
                         grad = grad.astype(p.data.dtype)
-                    self._update(p.data, grad, self.state.setdefault(p, {}), group)
+                    state = self.state.setdefault(p, {})
+                    _follow_parameter(p.data, state)
+                    self._update(p.data, grad, state, group)
                     p._bump_version()  # a graph that kept the old values now raises
         return loss
 
