@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinygrad_rnn import backend, cli
+from tinygrad_rnn import cli
 from tinygrad_rnn.cli import main
 from tinygrad_rnn.train import CELLS, TrainConfig, Trainer, TrainingError, load_checkpoint
 
@@ -239,9 +239,8 @@ def test_bad_arguments_give_argparse_errors(argv, message, capsys):
     assert "usage:" in err and message in err
 
 
-@pytest.mark.skipif(backend.cuda_available(), reason="a GPU is available here")
 @pytest.mark.parametrize("command", ["train", "sample --checkpoint x"])
-def test_cuda_without_cupy_says_how_to_get_it(command, capsys):
+def test_cuda_without_cupy_says_how_to_get_it(command, capsys, cupy_missing):
     with pytest.raises(SystemExit) as exc:
         main([*command.split(), "--device", "cuda"])
     assert exc.value.code == 2
@@ -283,3 +282,45 @@ def test_bench_times_both_paths_and_says_when_only_the_composed_one_exists(capsy
         fast, composed, ratio = rows[cell]
         assert float(fast) > 0 and float(composed) > 0 and ratio.endswith("x")
     assert rows["peephole"][0] == "n/a" and float(rows["peephole"][1]) > 0
+
+
+# --------------------------------------------------------------------------- --device cuda
+# (the emulated GPU where there is no real one: see tests/conftest.py)
+
+
+def test_train_on_cuda_gives_the_cpu_numbers(tmp_path):
+    common = ["--optimizer", "adam", *TINY]
+    for device in ("cpu", "cuda"):
+        assert run_cli("train", "--out", tmp_path / device, *common, "--device", device) == 0
+    cpu, cuda = (load_checkpoint(tmp_path / d) for d in ("cpu", "cuda"))
+    np.testing.assert_allclose(cuda["loss_history"], cpu["loss_history"], rtol=1e-4)
+    for name, value in cpu["model"].items():
+        np.testing.assert_allclose(cuda["model"][name], value, rtol=1e-4, atol=1e-5)
+    assert metrics(tmp_path / "cuda")["config"]["device"] == "cuda"
+
+
+def test_resume_on_cuda_with_dropout_is_exact(tmp_path):
+    """The CUDA generator (dropout masks) is saved and restored with the checkpoint."""
+    common = ["--layers", "2", "--dropout", "0.3", *TINY, "--device", "cuda"]
+    run_cli("train", "--out", tmp_path / "straight", *common, "--steps", "8")
+    run_cli("train", "--out", tmp_path / "resumed", *common, "--steps", "4")
+    assert run_cli("train", "--out", tmp_path / "resumed", *common, "--steps", "8",
+                   "--resume") == 0
+    straight, resumed = (load_checkpoint(tmp_path / n) for n in ("straight", "resumed"))
+    np.testing.assert_array_equal(straight["loss_history"], resumed["loss_history"])
+    for name, value in straight["model"].items():
+        np.testing.assert_array_equal(value, resumed["model"][name])
+
+
+def test_sample_on_cuda(tmp_path, text_file, capsys):
+    assert run_cli("train", "--task", "charlm", "--text", text_file, "--eval-size", "400",
+                   "--out", tmp_path, *TINY, "--device", "cuda") == 0
+    capsys.readouterr()
+    assert run_cli("sample", "--checkpoint", tmp_path, "--prime", "It was", "--length", "20",
+                   "--device", "cuda") == 0
+    assert capsys.readouterr().out.startswith("It was")
+
+
+def test_info_names_the_cuda_device(capsys):
+    assert run_cli("info") == 0
+    assert "cupy (cuda)" in capsys.readouterr().out
