@@ -88,7 +88,7 @@ from .ops import (
     Var,
     Where,
 )
-from .tensor import Tensor, _unbroadcast, is_grad_enabled, no_grad
+from .tensor import Tensor, _unbroadcast, is_grad_enabled, no_grad, stack
 
 CARRY, BATCH, CONST = "carry", "batch", "const"  # where a slot's value comes from (see _Tape)
 
@@ -386,7 +386,12 @@ class _Scan(Function):
 
     Inputs: the initial carry tensors, the xs (T, ...), the tape's constants.
     Outputs: the final carry tensors, then the stacked ys (T, ...).
+
+    The loop runs over plain tuples made once from the tape (an op's bound forward, the
+    slots it reads and writes), so that a step costs little more than its ops' own calls.
     """
+
+    saves_inputs = True  # it keeps the constants (weights) for its backward
 
     def __init__(self, tape: _Tape, length: int, reverse: bool, remat: bool, save: bool):
         self.tape, self.length, self.reverse, self.remat = tape, length, reverse, remat
@@ -395,172 +400,237 @@ class _Scan(Function):
     def _steps(self):
         return range(self.length - 1, -1, -1) if self.reverse else range(self.length)
 
+    # ----------------------------------------------------------------- forward
+
     def forward(self, *arrays):
         tape, xp = self.tape, self.xp
         n_carry, n_x = len(tape.carry_in), len(tape.x_in)
-        carry = list(arrays[:n_carry])
         vals = [None] * len(tape.kinds)
         for (slot, _), a in zip(tape.consts, arrays[n_carry + n_x:]):
             vals[slot] = a
         for slot, a in zip(tape.x_in, arrays[n_carry:n_carry + n_x]):
-            vals[slot] = a  # the whole (T, ...) array until the loop slices it
-        for e in tape.entries:  # the ops that leave the loop, once
+            vals[slot] = a  # the whole (T, ...) array; the loop reads one step of it
+        for e in tape.entries:  # the ops that left the loop run here, once
             if e.kind != CARRY:
-                self._run(e, vals)
-        kinds = tape.kinds
-        self.batched = {s: vals[s] for s in range(len(kinds)) if kinds[s] == BATCH}
-        self.const_vals = vals
-        self.per_step = [s for s in self._read_in_loop() if kinds[s] == BATCH]
+                _run(e, vals)
         self.loop = [e for e in tape.entries if e.kind == CARRY]
+        self.layouts = _matmul_layouts(self.loop, tape, vals, xp)
+        read = {s for e in self.loop for s in e.ins} | set(tape.carry_out) | set(tape.y_out)
+        self.per_step = [(s, vals[s]) for s in sorted(read) if tape.kinds[s] == BATCH]
+        self.vals = vals
+        self.program = [(e.fn.forward, e.ins, e.outs if e.multi else e.outs[0], e.multi,
+                         e.fn.__dict__, any(e.needs), e.cls.random) for e in self.loop]
         ys = [xp.empty((self.length,) + tape.shapes[s], dtype=tape.dtypes[s])
               for s in tape.y_out]
-        self.saved = [None] * self.length  # per step: what each loop op kept, or its carry
+        carry = list(arrays[:n_carry])
+        self.saved = [None] * self.length  # per step: what the loop's ops kept (or the carry)
         for t in self._steps():
-            if self.remat and self.save:
-                self.saved[t] = (carry, [None] * len(self.loop))
-                kept = self._step(t, carry, vals, self.saved[t][1], remat_record=True)
+            if not self.save:
+                kept = None
+            elif self.remat:  # keep the carry and the random masks only
+                kept = (carry, {})
             else:
-                kept = [] if self.save else None
-                self._step(t, carry, vals, kept)
-                self.saved[t] = kept
+                kept = []
+            self.saved[t] = kept
+            self._step(t, carry, vals, kept)
             carry = [vals[s] for s in tape.carry_out]
             for y, s in zip(ys, tape.y_out):
                 y[t] = vals[s]
         if not self.save:
-            self.tape = self.saved = self.batched = self.const_vals = None
+            self.tape = self.saved = self.vals = self.per_step = self.program = None
+            self.layouts = None
         return tuple(carry) + tuple(ys)
 
-    def _read_in_loop(self) -> set:
-        tape = self.tape
-        read = {s for e in tape.entries if e.kind == CARRY for s in e.ins}
-        return read | set(tape.carry_out) | set(tape.y_out)
-
-    @staticmethod
-    def _run(e: _Entry, vals: list) -> None:
-        out = e.fn.forward(*[vals[s] for s in e.ins])
-        if e.multi:
-            for s, o in zip(e.outs, out):
-                vals[s] = o
-        else:
-            vals[e.outs[0]] = out
-
-    def _step(self, t, carry, vals, kept, remat_record=False, masks=None):
-        """One forward step on raw arrays; `kept` gets each loop op's saved attributes
-        (remat_record: only the random ops' outputs; masks: reuse those outputs)."""
-        tape = self.tape
-        for s, a in zip(tape.carry_in, carry):
+    def _step(self, t, carry, vals, kept, masks=None):
+        """One step forward on raw arrays. kept: a list that gets each op's saved
+        attributes, or (carry, masks) with remat (the random ops' outputs go into masks,
+        which a recomputation passes back in `masks`), or None when nothing is kept."""
+        for s, a in zip(self.tape.carry_in, carry):
             vals[s] = a
-        batched = self.batched
-        for s in self.per_step:
-            vals[s] = batched[s][t]
-        for k, e in enumerate(self.loop):
-            if masks is not None and masks[k] is not None:
-                out = masks[k]
+        for s, whole in self.per_step:
+            vals[s] = whole[t]
+        keep_all = type(kept) is list
+        new_masks = kept[1] if type(kept) is tuple else None
+        for k, (forward, ins, out, multi, saved, differentiated, random) in \
+                enumerate(self.program):
+            if masks is not None and random:
+                result = masks[k]
             else:
-                out = e.fn.forward(*[vals[s] for s in e.ins])
-            if e.multi:
-                for s, o in zip(e.outs, out):
+                result = forward(*[vals[s] for s in ins])
+                if new_masks is not None and random:
+                    new_masks[k] = result
+            if multi:
+                for s, o in zip(out, result):
                     vals[s] = o
             else:
-                vals[e.outs[0]] = out
-            if remat_record:
-                if e.cls.random:
-                    kept[k] = out
-            elif kept is not None:
-                kept.append(e.fn.__dict__.copy())
+                vals[out] = result
+            if keep_all:
+                kept.append(saved.copy() if differentiated else None)
+
+    # ----------------------------------------------------------------- backward
 
     def backward(self, grads):
         tape, xp = self.tape, self.xp
-        n_carry = len(tape.carry_in)
+        n_carry, n_slots = len(tape.carry_in), len(tape.kinds)
         shapes, dtypes, need = tape.shapes, tape.dtypes, tape.need
+        mixed = len({dtypes[s] for s in range(n_slots) if need[s]}) > 1
         g_carry = list(grads[:n_carry])
         g_ys = grads[n_carry:]
-        g_batch = {}  # slot -> (T, ...) gradient of a value available for all steps at once
-        g_const = {}  # slot -> summed gradient
-
-        def add(store, slot, g):
-            previous = store.get(slot)
-            store[slot] = g if previous is None else previous + g
-
-        loop = self.loop
-        vals = list(self.const_vals)
-        per_step_batch = [s for s in self.per_step if need[s]]
-        const_slots = [s for s, _ in tape.consts]
-        const_grad_slots = [s for s, k in enumerate(tape.kinds) if k == CONST and need[s]]
+        g_batch = {}  # slot -> (T, ...) gradient of a value that exists for all steps at once
+        g_const = {}  # slot -> gradient summed over the steps
+        program = []  # the loop's ops in reverse, with the inputs that need a gradient
+        deferred = {}  # k -> ([a_t], [dy_t]) of a matmul by a constant matrix (see below)
+        for k in range(len(self.loop) - 1, -1, -1):
+            e = self.loop[k]
+            needs = e.needs
+            if _defers_weight_grad(e, tape):
+                # h_t @ W for every t: W's gradient, sum_t h_t^T dy_t, is one matmul over
+                # all steps after the loop instead of T small ones and T additions
+                deferred[k] = ([], [])
+                needs = (needs[0], False)
+                e.fn.needs_input_grad = needs
+            wanted = tuple((i, s, shapes[s], dtypes[s]) for i, (s, n) in
+                           enumerate(zip(e.ins, needs)) if n)
+            if wanted or k in deferred:
+                program.append((k, e.fn.backward, e.fn.__dict__,
+                                e.outs if e.multi else e.outs[0], e.multi, wanted,
+                                deferred.get(k)))
+        batch_slots = [s for s, _ in self.per_step if need[s]]
+        const_slots = [s for s, k in enumerate(tape.kinds) if k == CONST and need[s]]
+        seeds = [(s, g) for s, g in zip(tape.carry_out, g_carry)]
+        vals, layouts = self.vals, self.layouts
         for t in reversed(self._steps()):
+            kept = self.saved[t]
             if self.remat:
-                carry, masks = self.saved[t]
+                carry, masks = kept
                 kept = []
                 self._step(t, carry, vals, kept, masks=masks)
-            else:
-                kept = self.saved[t]
-            g = [None] * len(shapes)
-            for s, gc in zip(tape.carry_out, g_carry):
+            self.saved[t] = None  # this step's values go once its backward is done
+            g = [None] * n_slots
+            for s, gc in seeds:
                 if gc is not None:
                     g[s] = gc if g[s] is None else g[s] + gc
             for s, gy in zip(tape.y_out, g_ys):
                 if gy is not None:
                     g[s] = gy[t] if g[s] is None else g[s] + gy[t]
-            for k in range(len(loop) - 1, -1, -1):
-                e = loop[k]
-                if e.multi:
-                    g_out = [g[s] for s in e.outs]
-                    if not any(x is not None for x in g_out):
+            for k, backward, saved, out, multi, wanted, stash in program:
+                if multi:
+                    g_out = [g[s] for s in out]
+                    if all(x is None for x in g_out):
                         continue
                 else:
-                    g_out = g[e.outs[0]]
+                    g_out = g[out]
                     if g_out is None:
                         continue
-                if not any(e.needs):
-                    continue
-                fn = e.fn
-                fn.__dict__.update(kept[k])
-                in_grads = fn.backward(g_out)
-                if not isinstance(in_grads, tuple):
+                saved.update(kept[k])
+                if k in layouts:
+                    saved["b"] = layouts[k]
+                if stash is not None:
+                    stash[0].append(saved["a"])
+                    stash[1].append(g_out)
+                in_grads = backward(g_out)
+                if type(in_grads) is not tuple:
                     in_grads = (in_grads,)
-                for s, gi, needed in zip(e.ins, in_grads, e.needs):
-                    if gi is None or not needed:
+                for i, s, shape, dtype in wanted:
+                    gi = in_grads[i]
+                    if gi is None:
                         continue
-                    if gi.shape != shapes[s]:
-                        gi = _unbroadcast(gi, shapes[s])
-                    if gi.dtype != dtypes[s]:
-                        gi = gi.astype(dtypes[s])
-                    g[s] = gi if g[s] is None else g[s] + gi
-            if not self.remat:
-                self.saved[t] = None  # this step's values are no longer needed
-            g_carry = [g[s] for s in tape.carry_in]
-            for s in per_step_batch:
+                    if gi.shape != shape:
+                        gi = _unbroadcast(gi, shape)
+                    if mixed and gi.dtype != dtype:
+                        gi = gi.astype(dtype)
+                    previous = g[s]
+                    g[s] = gi if previous is None else previous + gi
+            seeds = [(s_out, g[s_in]) for s_in, s_out in zip(tape.carry_in, tape.carry_out)]
+            for s in batch_slots:
                 if g[s] is not None:
                     if s not in g_batch:
                         g_batch[s] = xp.zeros((self.length,) + shapes[s], dtype=dtypes[s])
-                    g_batch[s][t] += g[s]
-            for s in const_grad_slots:
+                    g_batch[s][t] = g[s]
+            for s in const_slots:
                 if g[s] is not None:
-                    add(g_const, s, g[s])
-        # the ops that left the loop, in reverse: first those over all steps, then the once
+                    _accumulate(g_const, s, g[s])
+        g_carry = [g for _, g in seeds]
+        for k, (a_list, dy_list) in deferred.items():
+            e = self.loop[k]
+            fn = e.fn  # the op's own backward, once, on all steps stacked
+            fn.a, fn.b = xp.concatenate(a_list), self.vals[e.ins[1]]
+            fn.needs_input_grad = (False, True)
+            _accumulate(g_const, e.ins[1], fn.backward(xp.concatenate(dy_list))[1])
+        self._backward_outside_loop(g_batch, g_const)
+        self.saved = self.vals = self.per_step = self.program = self.layouts = None
+        result = g_carry + [g_batch.get(s) for s in tape.x_in]
+        result += [g_const.get(s) for s, _ in tape.consts]
+        return tuple(result)
+
+    def _backward_outside_loop(self, g_batch: dict, g_const: dict) -> None:
+        """The ops that left the loop, in reverse: those over all steps, then the ones on
+        constants alone."""
+        tape = self.tape
         for e in reversed(tape.entries):
             if e.kind == CARRY or not any(e.needs):
                 continue
             store = g_batch if e.kind == BATCH else g_const
             g_out = [store.get(s) for s in e.outs]
-            if not any(x is not None for x in g_out):
+            if all(x is None for x in g_out):
                 continue
             in_grads = e.fn.backward(g_out if e.multi else g_out[0])
-            if not isinstance(in_grads, tuple):
+            if type(in_grads) is not tuple:
                 in_grads = (in_grads,)
             for s, gi, needed in zip(e.ins, in_grads, e.needs):
                 if gi is None or not needed:
                     continue
-                kind = tape.kinds[s]
-                target = (self.length,) + shapes[s] if kind == BATCH else shapes[s]
+                batched = tape.kinds[s] == BATCH
+                target = (self.length,) + tape.shapes[s] if batched else tape.shapes[s]
                 if gi.shape != target:
                     gi = _unbroadcast(gi, target)
-                if gi.dtype != dtypes[s]:
-                    gi = gi.astype(dtypes[s])
-                add(g_batch if kind == BATCH else g_const, s, gi)
-        result = g_carry + [g_batch.get(s) for s in tape.x_in]
-        result += [g_const.get(s) for s in const_slots]
-        return tuple(result)
+                if gi.dtype != tape.dtypes[s]:
+                    gi = gi.astype(tape.dtypes[s])
+                _accumulate(g_batch if batched else g_const, s, gi)
+
+
+def _matmul_layouts(loop: list, tape: _Tape, vals: list, xp) -> dict:
+    """Matmuls of step values by a constant matrix W (h @ W_hh^T) read W in the layout BLAS
+    is fastest with, made once per sequence: C-contiguous W for forward (h @ W), and a W
+    whose transpose is C-contiguous for backward (dy @ W^T). Same values, so same numbers;
+    returns {loop index: the backward layout}."""
+    layouts = {}
+    for k, e in enumerate(loop):
+        if e.cls is MatMul and tape.kinds[e.ins[1]] == CONST and len(tape.shapes[e.ins[0]]) == 2 \
+                and len(tape.shapes[e.ins[1]]) == 2:
+            w = vals[e.ins[1]] = xp.ascontiguousarray(vals[e.ins[1]])
+            layouts[k] = xp.ascontiguousarray(w.T).T
+    return layouts
+
+
+def _defers_weight_grad(e: _Entry, tape: _Tape) -> bool:
+    """A 2-D matmul of a step value by a constant 2-D matrix that needs its gradient."""
+    if e.cls is not MatMul or not e.needs[1]:
+        return False
+    a, b = e.ins
+    return (tape.kinds[a] != CONST and tape.kinds[b] == CONST
+            and len(tape.shapes[a]) == 2 and len(tape.shapes[b]) == 2)
+
+
+def _run(e: _Entry, vals: list) -> None:
+    """Apply one entry's op to the values in its input slots (outside the loop)."""
+    out = e.fn.forward(*[vals[s] for s in e.ins])
+    if e.multi:
+        for s, o in zip(e.outs, out):
+            vals[s] = o
+    else:
+        vals[e.outs[0]] = out
+
+
+def _accumulate(store: dict, slot: int, g) -> None:
+    """store[slot] += g, in place after the first (a copy: g may be shared with other slots)."""
+    total = store.get(slot)
+    if total is None:
+        store[slot] = g.copy()
+    elif total.shape == g.shape:
+        total += g
+    else:
+        store[slot] = total + g
 
 
 # --------------------------------------------------------------------------- the function
@@ -641,3 +711,27 @@ def scan(step, init, xs=None, *, length: int | None = None, reverse: bool = Fals
         ys = tuple(ys)
     return final, ys
 
+
+
+def scan_loop(step, init, xs=None, *, length: int | None = None, reverse: bool = False,
+              on_step=None):
+    """What `scan` computes, as the plain Python loop over Tensors: every step's ops are
+    recorded in the graph one by one (the composed path, and the reference scan is tested
+    against). on_step(t, carry), when given, sees each new carry (diagnostics use it)."""
+    carry_is_tuple = isinstance(init, (tuple, list))
+    carry = tuple(init) if carry_is_tuple else init
+    xs_tuple = isinstance(xs, (tuple, list))
+    steps = length if xs is None else (xs[0] if xs_tuple else xs).shape[0]
+    slices = None if xs is None else [x.unbind(0) for x in (xs if xs_tuple else (xs,))]
+    ys = [None] * steps
+    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+        x = None if slices is None else (tuple(s[t] for s in slices) if xs_tuple
+                                          else slices[0][t])
+        carry, ys[t] = step(carry, x)
+        if on_step is not None:
+            on_step(t, carry)
+    if ys[0] is None:
+        return carry, None
+    if isinstance(ys[0], (tuple, list)):
+        return carry, tuple(stack(list(parts), dim=0) for parts in zip(*ys))
+    return carry, stack(ys, dim=0)

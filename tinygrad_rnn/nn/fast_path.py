@@ -21,7 +21,7 @@ from ..tensor import Tensor, apply_op, where
 
 def applies(layer) -> bool:
     """Whether the fused ops cover this layer's options for this call."""
-    return bool(layer.fast and not layer.is_variant and not layer.zoneout
+    return bool(layer.fast is True and not layer.is_variant and not layer.zoneout
                 and not (layer.training and layer.recurrent_dropout)
                 and layer._hidden_trace is None)
 

@@ -17,9 +17,10 @@ import math
 
 import numpy as np
 
-from .. import backend
+from .. import backend, ops
 from .. import functional as F
-from ..tensor import Tensor, cat, stack, where, zeros
+from ..scan import scan, scan_loop
+from ..tensor import Tensor, apply_op, cat, stack, where, zeros
 from . import fast_path
 from .cells import (
     NONLINEARITIES,
@@ -37,6 +38,9 @@ from .cells import (
 )
 from .layers import _check_positive_int, _empty
 from .module import Module
+
+
+FAST_CHOICES = (True, False, "scan")
 
 
 def _map_state(fn, *states):
@@ -69,13 +73,18 @@ class RNNBase(Module):
           value with probability p at each step in training mode; in eval mode the state is
           the expectation p * previous + (1 - p) * new, as in the paper.
 
-    Fast path: with `fast=True` (the default; also the attribute `layer.fast`) each layer and
-    direction runs as one fused graph node with a hand-written BPTT (nn/fast_path.py,
-    ops/fused.py) whenever the options allow it (plain RNN, LSTM with or without proj_size,
-    GRU with reset_after=True, with or without lengths=; not with zoneout, the LSTM
-    variants or recurrent dropout while training).
-    `fast=False` (or `layer.fast = False` later) records the composed per-step graph; both
-    give the same numbers.
+    How the loop over time runs (`fast=`, also the attribute `layer.fast`): the step is
+    always the cell's equations in cells.py, wrapped by `_sequence_step`.
+      fast=True (default): `tg.scan` records the step once and replays it over all steps as
+          one graph node (BPTT from the graph, without a graph node per op and step). The
+          plain RNN, LSTM (with or without proj_size) and PyTorch's GRU run instead as one
+          fused node with a hand-written BPTT (nn/fast_path.py, ops/fused.py), which is
+          faster still for them at small sizes (docs/design.md has the numbers).
+      fast="scan": `tg.scan` for every cell, the plain ones included.
+      fast=False: the composed per-step graph, a Python loop over the step (`tg.scan_loop`):
+          the reference the other two are tested against.
+    remat=True: the scan keeps only the state of each step and recomputes the rest in
+    backward (gradient checkpointing per step: less memory, about one more forward).
     """
 
     num_gates = 1
@@ -85,7 +94,7 @@ class RNNBase(Module):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device=None, dtype=None, *,
                  learn_initial_state: bool = False, recurrent_dropout: float = 0.0,
-                 zoneout: float = 0.0, fast: bool = True):
+                 zoneout: float = 0.0, fast: bool | str = True, remat: bool = False):
         super().__init__()
         name = type(self).__name__
         _check_positive_int("input_size", name, input_size)
@@ -100,7 +109,10 @@ class RNNBase(Module):
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.proj_size = bidirectional, proj_size
         self.num_directions = 2 if bidirectional else 1
-        self.fast = bool(fast)
+        if fast not in FAST_CHOICES or isinstance(fast, int) and not isinstance(fast, bool):
+            raise ValueError(f"{name}: fast must be one of {FAST_CHOICES}, got {fast!r}")
+        self.fast = fast
+        self.remat = bool(remat)
         self.learn_initial_state = bool(learn_initial_state)
         self.recurrent_dropout = _check_probability(name, "recurrent_dropout",
                                                     recurrent_dropout, high_inclusive=False)
@@ -309,32 +321,46 @@ class RNNBase(Module):
         if fast_path.applies(self):
             return fast_path.run_direction(self, x, state, layer, reverse, lengths)
         w = self.layer_weights(layer, reverse)
-        x_gates = input_gates(x, w["W_ih"], w["b_ih"], w["layer_norm"]).unbind(0)
-        steps = range(len(x_gates) - 1, -1, -1) if reverse else range(len(x_gates))
+        x_gates = input_gates(x, w["W_ih"], w["b_ih"], w["layer_norm"])
+        step = self._sequence_step(w, self._recurrent_dropout_mask(x.shape[1], x))
+        xs = x_gates
+        if lengths is not None:
+            T = x.shape[0]
+            valid = np.arange(T)[:, None, None] < lengths[None, :, None]  # (T, B, 1)
+            xs = (x_gates, Tensor._wrap(backend.to_device(valid, x.device)))
+        if self.fast and self._hidden_trace is None:
+            final, outputs = scan(step, state, xs, reverse=reverse, remat=self.remat)
+            return outputs, final
+        on_step = None
+        if self._hidden_trace is not None:
+            trace = self._hidden_trace.setdefault((layer, reverse), [None] * x.shape[0])
+
+            def on_step(t, carry):
+                trace[t] = self._hidden(carry)
+        final, outputs = scan_loop(step, state, xs, reverse=reverse, on_step=on_step)
+        return outputs, final
+
+    def _sequence_step(self, w: dict, h_mask: Tensor | None):
+        """The step that `scan` runs for one layer and direction: (state, x) -> (state, y).
+
+        x is the step's share of the input gates (B, G*H), or (gates, valid) with lengths=,
+        where valid (B, 1) says which sequences are still running: the others keep their
+        state and output zeros. Zoneout acts on the new state.
+        """
         W_hh_T = w["W_hh"].T
         W_hr_T = w["W_hr"].T if w["W_hr"] is not None else None
-        h_mask = self._recurrent_dropout_mask(x.shape[1], x)
-        if lengths is not None:
-            lengths = backend.to_device(lengths, x.device)[:, None]
-        trace = None
-        if self._hidden_trace is not None:
-            trace = self._hidden_trace.setdefault((layer, reverse), [None] * len(x_gates))
-        outputs = [None] * len(x_gates)
-        for t in steps:
-            new_state = self._step(x_gates[t], state, W_hh_T, w["b_hh"], W_hr_T, w=w,
+
+        def step(state, x):
+            x_gates, valid = x if isinstance(x, tuple) else (x, None)
+            new_state = self._step(x_gates, state, W_hh_T, w["b_hh"], W_hr_T, w=w,
                                    h_mask=h_mask)
             if self.zoneout:
                 new_state = self._zoneout(state, new_state)
-            if lengths is None:
-                state = new_state
-                outputs[t] = self._hidden(state)
-            else:
-                valid = lengths > t  # (B, 1): is step t inside sequence b?
-                state = _map_state(lambda new, old, v=valid: where(v, new, old), new_state, state)
-                outputs[t] = where(valid, self._hidden(state), 0.0)
-            if trace is not None:
-                trace[t] = self._hidden(state)
-        return stack(outputs, dim=0), state
+            if valid is None:
+                return new_state, self._hidden(new_state)
+            new_state = _map_state(lambda new, old: where(valid, new, old), new_state, state)
+            return new_state, where(valid, self._hidden(new_state), 0.0)
+        return step
 
     def _recurrent_dropout_mask(self, batch: int, like: Tensor) -> Tensor | None:
         """One variational dropout mask (B, H_out) for a whole sequence, or None."""
@@ -352,8 +378,7 @@ class RNNBase(Module):
             return _map_state(lambda o, n: o * p + n * (1.0 - p), old, new)
 
         def zone(o, n):
-            keep = backend.get_generator(n.device).random(n.shape, dtype=np.float32) < p
-            return where(backend.to_device(keep, n.device), o, n)
+            return where(apply_op(ops.BernoulliMask, n, p=p), o, n)
         return _map_state(zone, old, new)
 
     # subclass hooks --------------------------------------------------------------
@@ -409,14 +434,15 @@ class RNN(RNNBase):
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None, *,
                  learn_initial_state: bool = False, recurrent_dropout: float = 0.0,
-                 zoneout: float = 0.0, fast: bool = True):
+                 zoneout: float = 0.0, fast: bool | str = True, remat: bool = False):
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"RNN: nonlinearity must be one of {NONLINEARITIES}, "
                              f"got {nonlinearity!r}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, device=device, dtype=dtype,
                          learn_initial_state=learn_initial_state,
-                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, fast=fast)
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, fast=fast,
+                         remat=remat)
         self.nonlinearity = nonlinearity
 
     def _step(self, x_gates, h, W_hh_T, b_hh, W_hr_T, w=None, h_mask=None):
@@ -443,13 +469,14 @@ class GRU(RNNBase):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, reset_after: bool = True,
                  learn_initial_state: bool = False, recurrent_dropout: float = 0.0,
-                 zoneout: float = 0.0, fast: bool = True):
+                 zoneout: float = 0.0, fast: bool | str = True, remat: bool = False):
         if not isinstance(reset_after, bool):
             raise TypeError(f"GRU: reset_after must be True or False, got {reset_after!r}")
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, device=device, dtype=dtype,
                          learn_initial_state=learn_initial_state,
-                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, fast=fast)
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, fast=fast,
+                         remat=remat)
         self.reset_after = reset_after
 
     @property
@@ -486,12 +513,13 @@ class LSTM(LSTMOptions, RNNBase):
                  proj_size: int = 0, device=None, dtype=None, *, peephole: bool = False,
                  cifg: bool = False, layer_norm: bool = False, forget_bias: float | None = None,
                  learn_initial_state: bool = False, recurrent_dropout: float = 0.0,
-                 zoneout: float = 0.0, fast: bool = True):
+                 zoneout: float = 0.0, fast: bool | str = True, remat: bool = False):
         self._set_lstm_options("LSTM", bias, peephole, cifg, layer_norm, forget_bias)
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                          bidirectional, proj_size, device=device, dtype=dtype,
                          learn_initial_state=learn_initial_state,
-                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, fast=fast)
+                         recurrent_dropout=recurrent_dropout, zoneout=zoneout, fast=fast,
+                         remat=remat)
 
     def _state_sizes(self) -> list[int]:
         return [self.output_size, self.hidden_size]

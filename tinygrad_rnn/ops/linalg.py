@@ -10,7 +10,7 @@ class MatMul(Function):
 
     da = dy @ b^T, db = a^T @ dy (over the last two axes); a 1-D operand is treated as a row
     (a) or column (b) vector and the extra axis removed again. Broadcast batch axes are summed
-    by the engine.
+    by the engine. A gradient the engine does not need (`needs_input_grad`) is not computed.
     """
 
     def forward(self, a, b):
@@ -20,6 +20,9 @@ class MatMul(Function):
     def backward(self, dy):
         xp = self.xp
         a, b = self.a, self.b
+        need_a, need_b = getattr(self, "needs_input_grad", (True, True))
+        if a.ndim == 2 and b.ndim == 2:  # the common case, without the reshaping below
+            return (dy @ b.T if need_a else None), (a.T @ dy if need_b else None)
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         # Column axis first: for vector @ vector dy is 0-d and becomes (1,), then (1, 1).
