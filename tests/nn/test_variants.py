@@ -545,7 +545,9 @@ def test_zoneout_training_keeps_or_updates_each_unit(rng):
     for t in range(SEQ):
         new = cell(tg.tensor(x[t]), tg.tensor(previous)).numpy()
         kept = out[t] == previous
-        np.testing.assert_array_equal(out[t][~kept], new[~kept])
+        # the scan reads W_hh in another memory layout than the cell: the same sums up to
+        # rounding, so the updated units match to 1e-12 (kept ones are exact copies)
+        np.testing.assert_allclose(out[t][~kept], new[~kept], rtol=1e-12, atol=1e-14)
         kept_fraction.append(kept.mean())
         previous = out[t]
     assert 0.3 < np.mean(kept_fraction) < 0.7

@@ -39,7 +39,6 @@ from .cells import (
 from .layers import _check_positive_int, _empty
 from .module import Module
 
-
 FAST_CHOICES = (True, False, "scan")
 
 
