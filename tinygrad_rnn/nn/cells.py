@@ -44,9 +44,9 @@ LAYER_NORM_EPS = 1e-5
 def rnn_step(x_gates: Tensor, h: Tensor, W_hh_T: Tensor, b_hh: Tensor | None,
              nonlinearity: str = "tanh") -> Tensor:
     """Elman RNN:  h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh)."""
-    pre = x_gates + h @ W_hh_T
     if b_hh is not None:
-        pre = pre + b_hh
+        x_gates = x_gates + b_hh  # does not depend on h: tg.scan runs it once for all steps
+    pre = x_gates + h @ W_hh_T
     return pre.tanh() if nonlinearity == "tanh" else pre.relu()
 
 
@@ -58,9 +58,9 @@ def lstm_step(x_gates: Tensor, h: Tensor, c: Tensor, W_hh_T: Tensor, b_hh: Tenso
         c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
         h' = sigmoid(o) * tanh(c')            (then h' W_hr^T with a projection)
     """
-    gates = x_gates + h @ W_hh_T
     if b_hh is not None:
-        gates = gates + b_hh
+        x_gates = x_gates + b_hh  # does not depend on h: tg.scan runs it once for all steps
+    gates = x_gates + h @ W_hh_T
     i, f, g, o = gates.chunk(4, dim=1)
     c = f.sigmoid() * c + i.sigmoid() * g.tanh()
     h = o.sigmoid() * c.tanh()
@@ -100,9 +100,9 @@ def lstm_variant_step(x_gates: Tensor, h: Tensor, c: Tensor, W_hh_T: Tensor,
     recurrent = h @ W_hh_T
     if layer_norm is not None:
         recurrent = normalize(recurrent, *layer_norm["hh"])
-    gates = x_gates + recurrent
     if b_hh is not None:
-        gates = gates + b_hh
+        x_gates = x_gates + b_hh  # does not depend on h: tg.scan runs it once for all steps
+    gates = x_gates + recurrent
     if cifg:
         f, g, o = gates.chunk(3, dim=1)
     else:
