@@ -83,7 +83,7 @@ def test_float32_stays_float32(shape, axes, device):
     (y * tg.Tensor(weight, device=device)).sum().backward()
     assert x.grad.dtype == np.float32
     node = layer_norm(x, axes)._node
-    assert node.std.dtype == np.float32 and node.xhat.dtype == np.float32
+    assert node.inv_std.dtype == np.float32 and node.xhat.dtype == np.float32
 
 
 def test_constant_rows_are_finite():
