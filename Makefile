@@ -16,9 +16,9 @@ $(DEMO_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[train]"
 	touch $@
 
-# Tests, benchmarks and lint: everything (pytest, hypothesis, torch for parity, ruff).
+# Tests, benchmarks and lint: everything (pytest, hypothesis, torch for parity, ruff, dask).
 $(TEST_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[test,train,dev]"
+	$(PY) -m pip install --quiet -e ".[test,train,dev,sweep]"
 	touch $@ $(DEMO_STAMP)
 
 test: $(TEST_STAMP)

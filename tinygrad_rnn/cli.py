@@ -7,6 +7,7 @@
     tinygrad-rnn gradflow --seq-len 100 --out gradflow.png
     tinygrad-rnn info
     tinygrad-rnn demo --out runs/demo                                # what `make demo` runs
+    tinygrad-rnn sweep --cell rnn,lstm --seq-len 25,50 --seeds 3     # a grid of runs on Dask
 
 Each subcommand's --help lists its options. Exit status: 0 on success, 2 for bad
 arguments, 1 when training diverges (NaN/inf loss), 130 after Ctrl-C (checkpoint saved).
@@ -273,6 +274,39 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true",
                       help="no progress bar (the held-out scores are still printed)")
     demo.set_defaults(handler=cmd_demo)
+
+    from .sweep import add_train_axes
+
+    sweep = commands.add_parser(
+        "sweep", help="run a grid of train runs on Dask (this machine's cores or a cluster)",
+        description="Run every combination of the comma-separated train options and seeds, "
+                    "each as one `tinygrad-rnn train` with one BLAS thread, on a local Dask "
+                    "cluster or on an existing one (--scheduler). Each result is appended to "
+                    "DIR/results.jsonl as it finishes; at the end the success rate and median "
+                    "steps to the task's target are printed and written to DIR/summary.md and "
+                    "DIR/summary.png. Needs pip install 'tinygrad_rnn[sweep]'.",
+        formatter_class=_HelpFormatter)
+    sweep.add_argument("--grid", metavar="TOML", default=None,
+                       help="read the grid from a TOML file (keys: train's options, seeds, seed, "
+                            "target; a list is an axis); options given here override it")
+    sweep.add_argument("--seeds", type=_positive_int, default=None, metavar="N",
+                       help="run seeds 0 to N-1 (default: seed 0 only)")
+    sweep.add_argument("--seed", metavar="S[,...]", default=None,
+                       help="run these seeds (comma list), instead of --seeds")
+    sweep.add_argument("--target", type=_number, default=None, metavar="VALUE",
+                       help="held-out metric that counts as solved (default: the task's, "
+                            "adding MSE below 0.01, copy and classify accuracy above 0.9)")
+    sweep.add_argument("--out", metavar="DIR", default="runs/sweep", help="output directory")
+    sweep.add_argument("--resume", action="store_true",
+                       help="run only the rows missing from DIR/results.jsonl (without grid "
+                            "options: the grid of DIR/sweep.json)")
+    sweep.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                       help="run on this Dask scheduler's workers (default: a local cluster)")
+    sweep.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="local cluster: worker processes (default: one per core)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_train_axes(sweep, train)
+    sweep.set_defaults(handler=cmd_sweep)
     return parser
 
 
@@ -700,6 +734,13 @@ def cmd_demo(args, parser) -> int:
         print(f"  {out / cell / 'checkpoint.npz'}   ({label} weights)")
     print(f"demo finished in {total:.0f} s")
     return 0
+
+
+def cmd_sweep(args, parser) -> int:
+    from .sweep import run_from_args
+
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]
+    return run_from_args(args, parser, train_parser)
 
 
 # --------------------------------------------------------------------------- entry point
