@@ -375,6 +375,7 @@ def _plan(tape: _Tape, xp, grad_slots: set) -> None:
                 need[s_in] = changed = True
     for e in tape.entries:
         e.needs = tuple(need[s] and e.cls.differentiable for s in e.ins)
+        e.fn.needs_input_grad = e.needs  # ops may skip gradients nobody needs (MatMul)
     tape.need = need
 
 
@@ -486,9 +487,8 @@ class _Scan(Function):
             if _defers_weight_grad(e, tape):
                 # h_t @ W for every t: W's gradient, sum_t h_t^T dy_t, is one matmul over
                 # all steps after the loop instead of T small ones and T additions
-                deferred[k] = ([], [])
                 needs = (needs[0], False)
-                e.fn.needs_input_grad = needs
+                deferred[k] = ([], [], needs)
             wanted = tuple((i, s, shapes[s], dtypes[s]) for i, (s, n) in
                            enumerate(zip(e.ins, needs)) if n)
             if wanted or k in deferred:
@@ -499,13 +499,15 @@ class _Scan(Function):
         const_slots = [s for s, k in enumerate(tape.kinds) if k == CONST and need[s]]
         seeds = [(s, g) for s, g in zip(tape.carry_out, g_carry)]
         vals, layouts = self.vals, self.layouts
+        free = not (_engine.retaining_graph or self.remat)
         for t in reversed(self._steps()):
             kept = self.saved[t]
             if self.remat:
                 carry, masks = kept
                 kept = []
                 self._step(t, carry, vals, kept, masks=masks)
-            self.saved[t] = None  # this step's values go once its backward is done
+            if free:
+                self.saved[t] = None  # this step's values go once its backward is done
             g = [None] * n_slots
             for s, gc in seeds:
                 if gc is not None:
@@ -526,6 +528,7 @@ class _Scan(Function):
                 if k in layouts:
                     saved["b"] = layouts[k]
                 if stash is not None:
+                    saved["needs_input_grad"] = stash[2]
                     stash[0].append(saved["a"])
                     stash[1].append(g_out)
                 in_grads = backward(g_out)
@@ -551,14 +554,13 @@ class _Scan(Function):
                 if g[s] is not None:
                     _accumulate(g_const, s, g[s])
         g_carry = [g for _, g in seeds]
-        for k, (a_list, dy_list) in deferred.items():
+        for k, (a_list, dy_list, _) in deferred.items():
             e = self.loop[k]
             fn = e.fn  # the op's own backward, once, on all steps stacked
             fn.a, fn.b = xp.concatenate(a_list), self.vals[e.ins[1]]
             fn.needs_input_grad = (False, True)
             _accumulate(g_const, e.ins[1], fn.backward(xp.concatenate(dy_list))[1])
         self._backward_outside_loop(g_batch, g_const)
-        self.saved = self.vals = self.per_step = self.program = self.layouts = None
         result = g_carry + [g_batch.get(s) for s in tape.x_in]
         result += [g_const.get(s) for s, _ in tape.consts]
         return tuple(result)

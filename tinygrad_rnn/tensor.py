@@ -23,6 +23,7 @@ from .ops.function import normalize_axes
 _grad_enabled = True
 _default_dtype = np.dtype(np.float32)
 _tracer = None  # set by tg.scan while it records a step function (scan.py)
+retaining_graph = False  # whether the backward under way keeps the graph (retain_graph=True)
 
 # In-place changes: a clock that ticks at every one, and for each tensor changed in place the
 # clock values of its last few changes (weak keys: a dropped tensor leaves no entry). A node
@@ -700,6 +701,8 @@ def _unbroadcast(grad, shape):
 
 
 def _run_backward(root: Tensor, grad, retain_graph: bool) -> None:
+    global retaining_graph
+    retaining_graph = retain_graph  # ops that free as they go (tg.scan's steps) read it
     if root._node is None:
         _accumulate_leaf(root, grad)
         return
