@@ -35,6 +35,19 @@ def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
     return x.log_softmax(dim)
 
 
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002
+    """x W^T + b (torch.nn.functional.linear): input (..., in), weight (out, in), bias (out,)."""
+    if input.shape[-1:] != weight.shape[1:2] or weight.ndim != 2:
+        raise ValueError(f"linear: input.shape[-1] must match weight (out, in) = "
+                         f"{tuple(weight.shape)}, got input shape {tuple(input.shape)}")
+    if bias is not None and tuple(bias.shape) != weight.shape[:1]:
+        raise ValueError(f"linear: bias.shape must be ({weight.shape[0]},), got "
+                         f"{tuple(bias.shape)}")
+    if bias is None:
+        return _apply(ops.Linear, input, weight)
+    return _apply(ops.Linear, input, weight, bias)
+
+
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p),
     so nothing changes at evaluation time. The mask comes from the device's seeded generator."""

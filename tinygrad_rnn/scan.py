@@ -91,6 +91,9 @@ from .ops import (
 from .tensor import Tensor, _unbroadcast, is_grad_enabled, no_grad, stack
 
 CARRY, BATCH, CONST = "carry", "batch", "const"  # where a slot's value comes from (see _Tape)
+# steps whose h_t and dy_t are stacked for one weight-gradient matmul: big enough for BLAS to
+# run at full speed, small enough that the stacked copies stay a fraction of the saved steps
+_WEIGHT_GRAD_CHUNK = 16
 
 
 class ScanError(RuntimeError):
@@ -480,7 +483,8 @@ class _Scan(Function):
         g_batch = {}  # slot -> (T, ...) gradient of a value that exists for all steps at once
         g_const = {}  # slot -> gradient summed over the steps
         program = []  # the loop's ops in reverse, with the inputs that need a gradient
-        deferred = {}  # k -> ([a_t], [dy_t]) of a matmul by a constant matrix (see below)
+        deferred = {}  # k -> ([a_t], [dy_t], needs) of a matmul by a constant (see below)
+        chunk = _WEIGHT_GRAD_CHUNK
         for k in range(len(self.loop) - 1, -1, -1):
             e = self.loop[k]
             needs = e.needs
@@ -545,6 +549,9 @@ class _Scan(Function):
                     previous = g[s]
                     g[s] = gi if previous is None else previous + gi
             seeds = [(s_out, g[s_in]) for s_in, s_out in zip(tape.carry_in, tape.carry_out)]
+            for k, stash in deferred.items():
+                if len(stash[0]) >= chunk:
+                    self._flush_weight_grad(k, stash, g_const)
             for s in batch_slots:
                 if g[s] is not None:
                     if s not in g_batch:
@@ -554,16 +561,26 @@ class _Scan(Function):
                 if g[s] is not None:
                     _accumulate(g_const, s, g[s])
         g_carry = [g for _, g in seeds]
-        for k, (a_list, dy_list, _) in deferred.items():
-            e = self.loop[k]
-            fn = e.fn  # the op's own backward, once, on all steps stacked
-            fn.a, fn.b = xp.concatenate(a_list), self.vals[e.ins[1]]
-            fn.needs_input_grad = (False, True)
-            _accumulate(g_const, e.ins[1], fn.backward(xp.concatenate(dy_list))[1])
+        for k, stash in deferred.items():
+            self._flush_weight_grad(k, stash, g_const)
         self._backward_outside_loop(g_batch, g_const)
         result = g_carry + [g_batch.get(s) for s in tape.x_in]
         result += [g_const.get(s) for s, _ in tape.consts]
         return tuple(result)
+
+    def _flush_weight_grad(self, k: int, stash: tuple, g_const: dict) -> None:
+        """W's gradient from the stashed steps of loop op k (h_t @ W): the op's own backward,
+        once, on those steps stacked; the stash is emptied."""
+        a_list, dy_list, _ = stash
+        if not a_list:
+            return
+        e, xp = self.loop[k], self.xp
+        fn = e.fn
+        fn.a, fn.b = xp.concatenate(a_list), self.vals[e.ins[1]]
+        fn.needs_input_grad = (False, True)
+        _accumulate(g_const, e.ins[1], fn.backward(xp.concatenate(dy_list))[1])
+        a_list.clear()
+        dy_list.clear()
 
     def _backward_outside_loop(self, g_batch: dict, g_const: dict) -> None:
         """The ops that left the loop, in reverse: those over all steps, then the ones on

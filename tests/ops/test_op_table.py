@@ -201,6 +201,9 @@ OPS: list[OpInfo] = [
     OpInfo("rdiv_array", lambda ns, a: ns.const(ramp(a.shape[-1:]), a) / a, UNARY, nonzero),
     OpInfo("rmatmul_array", lambda ns, a: ns.const(ramp((2, a.shape[0])), a) @ a, MATRIX),
     OpInfo("matmul", lambda ns, a, b: a @ b, MATMUL),
+    OpInfo("linear", lambda ns, x, w, b: ns.F.linear(x, w, b),
+           (((4, 3), (5, 3), (5,)), ((2, 4, 3), (5, 3), (5,)))),
+    OpInfo("linear_no_bias", lambda ns, x, w: ns.F.linear(x, w), (((4, 3), (5, 3)),)),
     # ---- elementwise functions
     OpInfo("exp", lambda ns, a: a.exp(), UNARY),
     OpInfo("log", lambda ns, a: a.log(), UNARY, positive),

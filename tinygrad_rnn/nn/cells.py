@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 
+from .. import functional as F
 from ..tensor import Tensor, zeros
 from . import init
 from .layers import _check_positive_int, _empty, check_last_dim, layer_norm
@@ -182,11 +183,13 @@ def input_gates(x: Tensor, W_ih: Tensor, b_ih: Tensor | None,
     With layer_norm (the LSTM's {"ih": (gain, bias), ...}): LN(x W_ih^T) + b_ih.
     """
     lead = x.shape[:-1]
-    y = x.reshape(-1, x.shape[-1]) @ W_ih.T
-    if layer_norm is not None:
-        y = normalize(y, *layer_norm["ih"])
-    if b_ih is not None:
-        y = y + b_ih
+    x = x.reshape(-1, x.shape[-1])
+    if layer_norm is None:
+        y = F.linear(x, W_ih, b_ih)  # one node: one (T*B, G*H) array for the graph to keep
+    else:
+        y = normalize(x @ W_ih.T, *layer_norm["ih"])
+        if b_ih is not None:
+            y = y + b_ih
     return y.reshape(*lead, W_ih.shape[0])
 
 

@@ -60,8 +60,7 @@ class Linear(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_last_dim("Linear", "input", x, self.in_features, "in_features")
-        y = x @ self.weight.T
-        return y + self.bias if self.bias is not None else y
+        return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

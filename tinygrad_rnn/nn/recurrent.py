@@ -88,6 +88,8 @@ class RNNBase(Module):
 
     num_gates = 1
     state_names = ("h_0",)
+    # b_hh only ever adds to the gates (RNN, LSTM): the layer folds it into b_ih
+    recurrent_bias_adds = True
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -320,8 +322,11 @@ class RNNBase(Module):
         if fast_path.applies(self):
             return fast_path.run_direction(self, x, state, layer, reverse, lengths)
         w = self.layer_weights(layer, reverse)
-        x_gates = input_gates(x, w["W_ih"], w["b_ih"], w["layer_norm"])
-        step = self._sequence_step(w, self._recurrent_dropout_mask(x.shape[1], x))
+        b_ih, b_hh = w["b_ih"], w["b_hh"]
+        if self.recurrent_bias_adds and b_hh is not None:
+            b_ih, b_hh = b_ih + b_hh, None  # one bias in the input's gates, for all steps
+        x_gates = input_gates(x, w["W_ih"], b_ih, w["layer_norm"])
+        step = self._sequence_step(w, b_hh, self._recurrent_dropout_mask(x.shape[1], x))
         xs = x_gates
         if lengths is not None:
             T = x.shape[0]
@@ -339,7 +344,7 @@ class RNNBase(Module):
         final, outputs = scan_loop(step, state, xs, reverse=reverse, on_step=on_step)
         return outputs, final
 
-    def _sequence_step(self, w: dict, h_mask: Tensor | None):
+    def _sequence_step(self, w: dict, b_hh: Tensor | None, h_mask: Tensor | None):
         """The step that `scan` runs for one layer and direction: (state, x) -> (state, y).
 
         x is the step's share of the input gates (B, G*H), or (gates, valid) with lengths=,
@@ -351,8 +356,7 @@ class RNNBase(Module):
 
         def step(state, x):
             x_gates, valid = x if isinstance(x, tuple) else (x, None)
-            new_state = self._step(x_gates, state, W_hh_T, w["b_hh"], W_hr_T, w=w,
-                                   h_mask=h_mask)
+            new_state = self._step(x_gates, state, W_hh_T, b_hh, W_hr_T, w=w, h_mask=h_mask)
             if self.zoneout:
                 new_state = self._zoneout(state, new_state)
             if valid is None:
@@ -463,6 +467,7 @@ class GRU(RNNBase):
     """
 
     num_gates = 3
+    recurrent_bias_adds = False  # b_hn sits inside r * (h W_hn^T + b_hn)
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,

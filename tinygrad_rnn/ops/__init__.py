@@ -23,7 +23,7 @@ from .elementwise import (  # noqa: F401
     Where,
 )
 from .function import Function, normalize_axes  # noqa: F401
-from .linalg import MatMul  # noqa: F401
+from .linalg import Linear, MatMul  # noqa: F401
 from .normalization import LayerNorm  # noqa: F401
 from .random import BernoulliMask, DropoutMask  # noqa: F401
 from .reduce import LogSoftmax, LogSumExp, Max, Mean, Min, Softmax, Sum, Var  # noqa: F401

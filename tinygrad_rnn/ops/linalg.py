@@ -37,3 +37,29 @@ class MatMul(Function):
         if b.ndim == 1:
             db = db[..., 0]
         return da, db
+
+
+class Linear(Function):
+    """y = x @ W^T (+ b): x (..., I), W (O, I), b (O,) -> y (..., O), as one node.
+
+    dx = dy @ W, dW = dy^T @ x, db = sum of dy over the leading axes (all over the flattened
+    leading axes). One node instead of a matmul and an add means one (..., O) array, not two,
+    for the graph to hold: it counts for the input projection of a whole sequence.
+    """
+
+    def forward(self, x, W, b=None):
+        self.x, self.W = x, W
+        y = x @ W.T
+        if b is not None:
+            y += b  # y is a fresh array: adding in place saves a second one
+        return y
+
+    def backward(self, dy):
+        x, W = self.x, self.W
+        need = getattr(self, "needs_input_grad", (True, True, True))
+        dx = dy @ W if need[0] else None
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        dW = dy2.T @ x.reshape(-1, x.shape[-1]) if need[1] else None
+        if len(need) < 3:
+            return dx, dW
+        return dx, dW, (dy2.sum(axis=0) if need[2] else None)
