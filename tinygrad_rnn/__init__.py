@@ -5,7 +5,7 @@ from . import backend, functional, nn, ops  # noqa: F401
 from .backend import available_devices, cuda_available, get_array_module, to_numpy  # noqa: F401
 from .gradcheck import GradcheckError, gradcheck  # noqa: F401
 from .io import CheckpointError, load, save  # noqa: F401
-from .scan import ScanError, scan, scan_loop  # noqa: F401
+from .scan import ScanError, scan, scan_loop, trace_step  # noqa: F401
 from .tensor import (  # noqa: F401
     Tensor,
     apply_op,

@@ -90,7 +90,7 @@ from .ops import (
 )
 from .tensor import Tensor, _unbroadcast, is_grad_enabled, no_grad, stack
 
-CARRY, BATCH, CONST = "carry", "batch", "const"  # where a slot's value comes from (see _Tape)
+CARRY, BATCH, CONST = "carry", "batch", "const"  # where a slot's value comes from (see Tape)
 # steps whose h_t and dy_t are stacked for one weight-gradient matmul: big enough for BLAS to
 # run at full speed, small enough that the stacked copies stay a fraction of the saved steps
 _WEIGHT_GRAD_CHUNK = 16
@@ -104,7 +104,7 @@ class ScanError(RuntimeError):
 
 
 @dataclass
-class _Entry:
+class TapeEntry:
     """One op of the tape: the op's class and settings, the slots it reads and writes."""
 
     cls: type
@@ -118,7 +118,7 @@ class _Entry:
 
 
 @dataclass
-class _Tape:
+class Tape:
     """The recorded step. Every value the step touches is a numbered slot:
 
     * slots of the carry and of x (the step's arguments),
@@ -135,13 +135,15 @@ class _Tape:
     x_in: list = field(default_factory=list)
     carry_out: list = field(default_factory=list)
     y_out: list = field(default_factory=list)
+    y_is_tuple: bool = False
+    need: list = field(default_factory=list)  # per slot: does it need a gradient? (_plan)
 
 
 class _Recorder:
     """Set as the engine's tracer while the step runs: each op applied is noted in the tape."""
 
     def __init__(self):
-        self.tape = _Tape()
+        self.tape = Tape()
         self.slots: dict[int, int] = {}  # id(Tensor) -> slot
         self.alive: list[Tensor] = []  # keeps ids unique while recording
 
@@ -177,7 +179,7 @@ class _Recorder:
         varies = fn_cls.random or any(self.tape.kinds[s] != CONST for s in ins)
         kind = CARRY if varies else CONST
         outs = [self.add(t, kind) for t in (result if multi else (result,))]
-        self.tape.entries.append(_Entry(fn_cls, dict(params), ins, outs, multi))
+        self.tape.entries.append(TapeEntry(fn_cls, dict(params), ins, outs, multi))
 
 
 def _as_tuple(value, what: str) -> tuple:
@@ -190,7 +192,7 @@ def _as_tuple(value, what: str) -> tuple:
     return items
 
 
-def _record(step, carry_arrays, x_arrays, structure) -> tuple[_Tape, list]:
+def _record(step, carry_arrays, x_arrays, structure) -> tuple[Tape, list]:
     """Run the step once on Tensors over the given arrays, recording every op it applies.
     Returns the tape and the new carry's arrays."""
     carry_is_tuple, xs_kind = structure
@@ -236,7 +238,7 @@ def _record(step, carry_arrays, x_arrays, structure) -> tuple[_Tape, list]:
     return recorder.tape, [t.data for t in new_carry]
 
 
-def _check_settings(tape: _Tape) -> None:
+def _check_settings(tape: Tape) -> None:
     """An array among an op's settings would be frozen at its first value: refuse it."""
     for k, e in enumerate(tape.entries):
         for name, value in e.params.items():
@@ -255,7 +257,7 @@ def _same_value(a, b) -> bool:
     return bool(backend.get_array_module(a).array_equal(a, b))
 
 
-def _check_same(first: _Tape, second: _Tape) -> None:
+def _check_same(first: Tape, second: Tape) -> None:
     """Two recordings at consecutive steps must be the same program on the same constants."""
     if len(first.entries) != len(second.entries):
         raise ScanError(
@@ -305,7 +307,7 @@ def _shift_axes(axis, ndim: int):
     return axis if axis < 0 else axis + 1
 
 
-def _batched_params(e: _Entry, tape: _Tape, kinds: list):
+def _batched_params(e: TapeEntry, tape: Tape, kinds: list):
     """Settings of e's op applied to all T steps at once (inputs of kind BATCH get a leading
     T axis), or None when the op has no such form here."""
     cls, params = e.cls, e.params
@@ -341,7 +343,7 @@ def _batched_params(e: _Entry, tape: _Tape, kinds: list):
     return None
 
 
-def _plan(tape: _Tape, xp, grad_slots: set) -> None:
+def _plan(tape: Tape, xp, grad_slots: set) -> None:
     """Decide where each op runs (loop, once over all steps, once) and which inputs need a
     gradient; make the op objects."""
     kinds = list(tape.kinds)
@@ -397,7 +399,7 @@ class _Scan(Function):
 
     saves_inputs = True  # it keeps the constants (weights) for its backward
 
-    def __init__(self, tape: _Tape, length: int, reverse: bool, remat: bool, save: bool):
+    def __init__(self, tape: Tape, length: int, reverse: bool, remat: bool, save: bool):
         self.tape, self.length, self.reverse, self.remat = tape, length, reverse, remat
         self.save = save  # whether a backward will follow (grad enabled, something needs it)
 
@@ -608,7 +610,7 @@ class _Scan(Function):
                 _accumulate(g_batch if batched else g_const, s, gi)
 
 
-def _matmul_layouts(loop: list, tape: _Tape, vals: list, xp) -> dict:
+def _matmul_layouts(loop: list, tape: Tape, vals: list, xp) -> dict:
     """Matmuls of step values by a constant matrix W (h @ W_hh^T) read W in the layout BLAS
     is fastest with, made once per sequence: C-contiguous W for forward (h @ W), and a W
     whose transpose is C-contiguous for backward (dy @ W^T). Same values, so same numbers;
@@ -622,7 +624,7 @@ def _matmul_layouts(loop: list, tape: _Tape, vals: list, xp) -> dict:
     return layouts
 
 
-def _defers_weight_grad(e: _Entry, tape: _Tape) -> bool:
+def _defers_weight_grad(e: TapeEntry, tape: Tape) -> bool:
     """A 2-D matmul of a step value by a constant 2-D matrix that needs its gradient."""
     if e.cls is not MatMul or not e.needs[1]:
         return False
@@ -631,7 +633,7 @@ def _defers_weight_grad(e: _Entry, tape: _Tape) -> bool:
             and len(tape.shapes[a]) == 2 and len(tape.shapes[b]) == 2)
 
 
-def _run(e: _Entry, vals: list) -> None:
+def _run(e: TapeEntry, vals: list) -> None:
     """Apply one entry's op to the values in its input slots (outside the loop)."""
     out = e.fn.forward(*[vals[s] for s in e.ins])
     if e.multi:
@@ -655,21 +657,8 @@ def _accumulate(store: dict, slot: int, g) -> None:
 # --------------------------------------------------------------------------- the function
 
 
-def scan(step, init, xs=None, *, length: int | None = None, reverse: bool = False,
-         remat: bool = False):
-    """Loop `step` over the leading axis of xs, as one graph node: returns (final_carry, ys).
-
-    step(carry, x) -> (new_carry, y). carry: a Tensor or a tuple of Tensors, each keeping its
-    shape and dtype from step to step. xs: a Tensor (T, ...), a tuple of them, or None with
-    length=T (then x is None). y: a Tensor, a tuple of Tensors or None; ys stacks them along a
-    new leading axis (None when y is None). reverse=True runs t = T-1 down to 0 (ys stay
-    aligned with xs). remat=True recomputes each step's internals in backward instead of
-    keeping them (memory O(T x carry)).
-
-    The step is called twice on Tensors to record it; it must apply the same ops at every
-    step (no Python control flow on values, no .item() / .numpy() of the carry or x, no
-    arrays made from them outside Tensor ops): what cannot be replayed raises ScanError.
-    """
+def _prepare(step, init, xs, length, reverse):
+    """Check scan's arguments, record the step (twice) and plan the tape."""
     carry_is_tuple = isinstance(init, (tuple, list))
     init = _as_tuple(init, "init")
     if not init:
@@ -709,14 +698,45 @@ def scan(step, init, xs=None, *, length: int | None = None, reverse: bool = Fals
     if T > 1:  # record the second step too: both must be the same program
         again, _ = _record(step, carry_1, [x.data[order[1]] for x in xs], structure)
         _check_same(tape, again)
-    consts = [t for _, t in tape.consts]
-    inputs = list(init) + list(xs) + consts
     grad_slots = {s for s, t in zip(tape.carry_in, init) if t.requires_grad}
     grad_slots |= {s for s, x in zip(tape.x_in, xs) if x.requires_grad}
     grad_slots |= {s for s, t in tape.consts if t.requires_grad}
-    save = is_grad_enabled() and bool(grad_slots)
     xp = backend.get_array_module(init[0].data)
     _plan(tape, xp, grad_slots)
+    return tape, init, xs, T, carry_is_tuple
+
+
+def trace_step(step, init, xs=None, *, length: int | None = None,
+               reverse: bool = False) -> Tape:
+    """The tape `scan` would replay for these arguments, without running the loop.
+
+    Tape.entries lists the step's ops in order (each with its op class, settings, the slots
+    it reads and writes, and where it runs: "carry" in the loop, "batch" once over all
+    steps, "const" once); diagnostics.to_dot(tape) draws it: the cell's equations as a
+    picture.
+    """
+    return _prepare(step, init, xs, length, reverse)[0]
+
+
+def scan(step, init, xs=None, *, length: int | None = None, reverse: bool = False,
+         remat: bool = False):
+    """Loop `step` over the leading axis of xs, as one graph node: returns (final_carry, ys).
+
+    step(carry, x) -> (new_carry, y). carry: a Tensor or a tuple of Tensors, each keeping its
+    shape and dtype from step to step. xs: a Tensor (T, ...), a tuple of them, or None with
+    length=T (then x is None). y: a Tensor, a tuple of Tensors or None; ys stacks them along a
+    new leading axis (None when y is None). reverse=True runs t = T-1 down to 0 (ys stay
+    aligned with xs). remat=True recomputes each step's internals in backward instead of
+    keeping them (memory O(T x carry)).
+
+    The step is called twice on Tensors to record it; it must apply the same ops at every
+    step (no Python control flow on values, no .item() / .numpy() of the carry or x, no
+    arrays made from them outside Tensor ops): what cannot be replayed raises ScanError.
+    """
+    tape, init, xs, T, carry_is_tuple = _prepare(step, init, xs, length, reverse)
+    inputs = list(init) + list(xs) + [t for _, t in tape.consts]
+    save = is_grad_enabled() and any(tape.need[s] for s in tape.carry_in + tape.x_in
+                                     + [slot for slot, _ in tape.consts])
     out = _engine._apply(_Scan, *inputs, tape=tape, length=T, reverse=reverse, remat=remat,
                          save=save)
     n_carry = len(init)
@@ -729,7 +749,6 @@ def scan(step, init, xs=None, *, length: int | None = None, reverse: bool = Fals
     else:
         ys = tuple(ys)
     return final, ys
-
 
 
 def scan_loop(step, init, xs=None, *, length: int | None = None, reverse: bool = False,
