@@ -49,6 +49,9 @@ from .tasks import TASK_CLASSES
 from .train import CELLS, import_pyplot
 
 INSTALL_SWEEP = "pip install 'tinygrad_rnn[sweep]'"
+# Statuses of a run that --resume keeps; "lost" (Dask gave up on it after its workers died)
+# and "interrupted" (Ctrl-C reached it) run again.
+FINISHED = ("completed", "diverged", "error")
 FORMAT = "tinygrad_rnn.sweep/1"
 RESULTS, SPEC, SUMMARY_MD, SUMMARY_PNG = "results.jsonl", "sweep.json", "summary.md", "summary.png"
 
@@ -90,7 +93,7 @@ def add_train_axes(parser: argparse.ArgumentParser, train_parser: argparse.Argum
         "train options", "the options of `tinygrad-rnn train`; a comma list (--cell rnn,lstm) "
                          "makes the option an axis of the grid")
     for dest, action in axis_actions(train_parser).items():
-        help_text = (action.help or "").replace("%", "%%")
+        help_text = action.help or ""  # train's help, already in argparse's format
         if action.choices:
             help_text = f"{help_text}; from {', '.join(map(str, action.choices))}".lstrip("; ")
         if action.default is not None and action.default is not argparse.SUPPRESS:
@@ -390,8 +393,8 @@ def make_record(row: Row, grid: Grid, command: str, outcome: dict | None,
                   host=outcome["host"])
     if outcome["returncode"] == 0 and metrics.get("status") == "completed":
         record["status"] = "completed"
-    elif metrics.get("status") == "diverged":
-        record["status"] = "diverged"
+    elif metrics.get("status") in ("diverged", "interrupted"):  # Ctrl-C reached the run
+        record["status"] = metrics["status"]
     else:
         record["status"] = "error"
     if record["status"] != "completed":
@@ -675,8 +678,10 @@ def run_sweep(grid: Grid, out: Path, resume: bool = False, scheduler: str | None
         raise GridError(f"{results} already holds {len(done)} results: add --resume to run "
                         "only the missing rows, or choose another --out")
     (out / SPEC).write_text(json.dumps(grid.to_dict(), indent=2) + "\n", encoding="utf-8")
+    # A run that finished (even with an error) is kept; one that Dask lost or that was
+    # interrupted runs again.
     todo = [row for row in grid.rows if done.get(tuple(row.argv(grid.flags)), {}).get("status")
-            not in ("completed", "diverged", "error")]
+            not in FINISHED]
     command = sweep_command(grid, out)
     print(f"sweep: {len(grid.rows)} runs"
           + (f", {len(grid.rows) - len(todo)} already in {results}" if resume else "")
@@ -722,9 +727,11 @@ def _run_rows(todo: list[Row], grid: Grid, out: Path, scheduler, workers, progre
                 command = train_command(row, grid, out)
                 try:
                     record = make_record(row, grid, command, future.result())
-                except Exception as exc:  # the worker died too often (KilledWorker), ...
+                except Exception as exc:  # its workers died too often, or it could not start
                     record = make_record(row, grid, command, None,
                                          error=f"{type(exc).__name__}: {exc}")
+                    if not isinstance(exc, distributed.KilledWorker):
+                        record["status"] = "error"
                 append_result(results, record)
                 finished += 1
                 solved += record["solved"]
