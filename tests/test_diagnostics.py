@@ -173,3 +173,77 @@ def test_to_dot_counts_match_the_graph_for_any_path(rng):
 def test_to_dot_of_a_leaf():
     nodes, edges = _parse(to_dot(tg.ones(2)))
     assert list(nodes.values()) == ["const (2,)"] and edges == []
+
+
+def _lstm_cell_tape():
+    """One LSTM-cell step, as in STYLE.md, traced by tg.trace_step; with its weights."""
+    B, I, H = 2, 3, 4
+    weights = {"W_ih": tg.randn(4 * H, I, requires_grad=True),
+               "W_hh": tg.randn(4 * H, H, requires_grad=True),
+               "b": tg.randn(4 * H, requires_grad=True)}
+
+    def step(carry, x):
+        h, c = carry
+        gates = x @ weights["W_ih"].T + h @ weights["W_hh"].T + weights["b"]
+        i, f, g, o = gates.chunk(4, axis=1)
+        c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+        h = o.sigmoid() * (1.0 - 0.5 * c.tanh())  # a variant with scalar constants
+        return (h, c), h
+
+    tape = tg.trace_step(step, (tg.zeros(B, H), tg.zeros(B, H)), tg.randn(5, B, I))
+    return tape, weights
+
+
+def _attributes(dot):
+    """{node id: its attribute text} of a DOT text."""
+    return {m.group(1): m.group(2) for line in dot.splitlines() if (m := NODE.match(line))}
+
+
+def test_to_dot_of_a_traced_lstm_step():
+    tape, weights = _lstm_cell_tape()
+    dot = to_dot(tape, names=weights)
+    nodes, edges = _parse(dot)
+    attributes = _attributes(dot)
+    assert len(edges) == sum(len(e.ins) for e in tape.entries) + 3  # + the three outputs
+    assert all(s in nodes and t in nodes for s, t in edges)
+    # inputs, weights by name, scalar constants in grey
+    assert {"carry[0] (2, 4)", "carry[1] (2, 4)", "x[0] (2, 3)", "W_ih (16, 3)",
+            "W_hh (16, 4)", "b (16,)", "1", "0.5"} <= set(nodes.values())
+    by_label = {label: name for name, label in nodes.items()}
+    assert "fillcolor=lightgrey" in attributes[by_label["0.5"]]
+    assert "fillcolor" not in attributes[by_label["W_hh (16, 4)"]]
+    # one box per op; x @ W_ih^T runs once over all steps, h @ W_hh^T in the loop
+    boxes = [name for name, text in attributes.items() if "shape=box" in text]
+    assert len(boxes) == len(tape.entries)
+    matmuls = [name for name in boxes if nodes[name] == "MatMul (2, 16)"]
+    assert len(matmuls) == 2
+    hoisted = next(m for m in matmuls if (by_label["x[0] (2, 3)"], m) in edges)
+    in_loop = next(m for m in matmuls if (by_label["carry[0] (2, 4)"], m) in edges)
+    assert "dashed" in attributes[hoisted] and "dashed" not in attributes[in_loop]
+    assert "once over all steps" in dot  # the legend says what dashed means
+    # W^T is computed once, on the weights alone
+    transposes = [name for name in boxes if nodes[name].startswith("Permute")]
+    assert transposes and all("dotted" in attributes[name] for name in transposes)
+    # the outputs: double ellipses fed by the ops that make them
+    for label in ("carry'[0] (2, 4)", "carry'[1] (2, 4)", "y[0] (2, 4)"):
+        node = by_label[label]
+        assert "peripheries=2" in attributes[node]
+        assert sum(1 for _, target in edges if target == node) == 1
+    assert nodes[next(s for s, t in edges if t == by_label["carry'[1] (2, 4)"])] == "Add (2, 4)"
+
+
+def test_to_dot_of_a_step_that_passes_its_carry_through():
+    """A carry returned unchanged is drawn from the input itself; no x, no y."""
+    w = tg.ones(3, requires_grad=True)
+    tape = tg.trace_step(lambda carry, x: ((carry[0] * w, carry[1]), None),
+                         (tg.ones(3), tg.zeros(3)), length=4)
+    nodes, edges = _parse(to_dot(tape))
+    by_label = {label: name for name, label in nodes.items()}
+    assert (by_label["carry[1] (3,)"], by_label["carry'[1] (3,)"]) in edges
+    assert "const (3,)" in by_label and not any(label.startswith(("x[", "y["))
+                                                for label in by_label)
+
+
+def test_to_dot_rejects_other_arguments():
+    with pytest.raises(TypeError, match=r"Tensor or a Tape \(from tg.trace_step\), got ndarray"):
+        to_dot(np.ones(3))

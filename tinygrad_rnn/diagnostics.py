@@ -3,7 +3,8 @@
 hidden_grad_norms   ||dL/dh_t|| for every step t: the vanishing/exploding-gradient picture
 plot_grad_norms     those curves on a log scale, saved to a file (needs matplotlib)
 cell_color          the one colour each cell has in every plot of the project
-to_dot              the recorded graph of a Tensor as Graphviz DOT text
+to_dot              the recorded graph of a Tensor, or one traced step of tg.scan (a Tape), as
+                    Graphviz DOT text
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .backend import to_numpy
 from .nn.cells import RNNCellBase
 from .nn.recurrent import RNNBase
+from .scan import BATCH, CONST, Tape
 from .tensor import Tensor, enable_grad, stack
 
 
@@ -202,16 +205,37 @@ def _shape(shape) -> str:
     return str(tuple(int(n) for n in shape))
 
 
-def to_dot(tensor: Tensor, names: dict | None = None) -> str:
-    """The graph recorded for `tensor`, as Graphviz DOT text (render with `dot -Tsvg`).
+def to_dot(graph: Tensor | Tape, names: dict | None = None) -> str:
+    """A recorded graph as Graphviz DOT text (render with `dot -Tsvg`).
 
-    One node per op (box, labelled with the op's name and output shape) and one per leaf
-    (ellipse: tensors that require grad, constants in grey), and an edge from
-    each op's inputs to the op. `names` ({label: Tensor}, e.g. dict(model.named_parameters()))
-    labels those leaves by name. Call it before backward(), which frees the graph.
+    graph: a Tensor, or a Tape from `tg.trace_step(step, init, xs)`.
+
+    For a Tensor, its whole recorded graph: one node per op (box, labelled with the op's name
+    and output shape) and one per leaf (ellipse: tensors that require grad, constants in
+    grey), and an edge from each op's inputs to the op. Call it before backward(), which
+    frees the graph.
+
+    For a Tape, one step of the scan: the cell's equations as a picture. The step's inputs
+    carry[i] and x[i] and the tensors it reads from outside (weights; scalar constants in
+    grey) are ellipses, each op a box with its op name and per-step output shape, drawn by
+    where the scan runs it: in the loop at every step (plain box), once over all steps
+    ("batch", blue dashed box) or once on constants alone ("const", grey dotted box). The
+    step's outputs carry'[i] and y[i] are double ellipses; the graph's label is the legend.
+
+    names ({label: Tensor}, e.g. dict(model.named_parameters())) labels those tensors by name.
     """
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"to_dot: expected a Tensor, got {type(tensor).__name__}")
+    if isinstance(graph, Tape):
+        return _tape_to_dot(graph, names)
+    if not isinstance(graph, Tensor):
+        raise TypeError("to_dot: expected a Tensor or a Tape (from tg.trace_step), got "
+                        f"{type(graph).__name__}")
+    return _tensor_to_dot(graph, names)
+
+
+_HEADER = ["digraph tinygrad_rnn {", "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=10];']
+
+
+def _tensor_to_dot(tensor: Tensor, names: dict | None) -> str:
     leaf_names = {id(t): name for name, t in (names or {}).items()}
     nodes: list[str] = []
     edges: list[str] = []
@@ -262,6 +286,64 @@ def to_dot(tensor: Tensor, names: dict | None = None) -> str:
             for t in node.inputs:
                 source = ids[id(t._node)] if t._node is not None else leaf_node(t)
                 edges.append(f"  {source} -> {ids[id(node)]};")
-    header = ["digraph tinygrad_rnn {", "  rankdir=LR;",
-              '  node [fontname="Helvetica", fontsize=10];']
-    return "\n".join(header + nodes + edges + ["}"]) + "\n"
+    return "\n".join(_HEADER + nodes + edges + ["}"]) + "\n"
+
+
+# how to_dot draws an op of a tape, by where the scan runs it
+_TAPE_OP_STYLE = {
+    BATCH: ', style="filled,dashed", fillcolor=lightblue',
+    CONST: ', style="filled,dotted", fillcolor=lightgrey',
+}
+_TAPE_LEGEND = ("one step of tg.scan. Plain boxes: ops run in the loop, at every step. "
+                "Blue dashed boxes: run once over all steps (batch). Grey dotted boxes: run "
+                "once, on constants (const). Double ellipses: the step's outputs.")
+
+
+def _tape_to_dot(tape: Tape, names: dict | None) -> str:
+    """One traced step as DOT text (see to_dot)."""
+    tensor_names = {id(t): name for name, t in (names or {}).items()}
+    nodes: list[str] = []
+    edges: list[str] = []
+    source: dict[int, str] = {}  # slot -> the node that holds its value
+
+    def ellipse(node_id: str, label: str, extra: str = "") -> None:
+        nodes.append(f"  {node_id} [shape=ellipse, label={_quote(label)}{extra}];")
+
+    for i, slot in enumerate(tape.carry_in):
+        source[slot] = f"carry{i}"
+        ellipse(f"carry{i}", f"carry[{i}] {_shape(tape.shapes[slot])}")
+    for i, slot in enumerate(tape.x_in):
+        source[slot] = f"x{i}"
+        ellipse(f"x{i}", f"x[{i}] {_shape(tape.shapes[slot])}")
+    for j, (slot, t) in enumerate(tape.consts):
+        source[slot] = f"const{j}"
+        name = tensor_names.get(id(t))
+        if name is not None:
+            label = f"{name} {_shape(t.shape)}"
+        elif t.ndim == 0:
+            label = f"{to_numpy(t.data).item():g}"
+        else:
+            label = f"const {_shape(t.shape)}"
+        grey = t.ndim == 0 or not t.requires_grad
+        ellipse(f"const{j}", label, ", style=filled, fillcolor=lightgrey" if grey else "")
+    for k, e in enumerate(tape.entries):
+        op = f"op{k}"
+        if e.multi:
+            shape_text = f"{len(e.outs)} outputs, e.g. {_shape(tape.shapes[e.outs[0]])}"
+        else:
+            shape_text = _shape(tape.shapes[e.outs[0]])
+        label = f"{e.cls.__name__} {shape_text}"
+        nodes.append(f"  {op} [shape=box, label={_quote(label)}"
+                     f"{_TAPE_OP_STYLE.get(e.kind, '')}];")
+        for slot in e.ins:
+            edges.append(f"  {source[slot]} -> {op};")
+        for slot in e.outs:
+            source[slot] = op
+    for prefix, label, slots in (("carry_out", "carry'", tape.carry_out),
+                                 ("y", "y", tape.y_out)):
+        for i, slot in enumerate(slots):
+            ellipse(f"{prefix}{i}", f"{label}[{i}] {_shape(tape.shapes[slot])}",
+                    ", peripheries=2")
+            edges.append(f"  {source[slot]} -> {prefix}{i};")
+    legend = f"  graph [label={_quote(_TAPE_LEGEND)}, labelloc=b, fontsize=10];"
+    return "\n".join(_HEADER + [legend] + nodes + edges + ["}"]) + "\n"
