@@ -495,8 +495,10 @@ class _Scan(Function):
                 # all steps after the loop instead of T small ones and T additions
                 needs = (needs[0], False)
                 deferred[k] = ([], [], needs)
-            wanted = tuple((i, s, shapes[s], dtypes[s]) for i, (s, n) in
-                           enumerate(zip(e.ins, needs)) if n)
+            # a constant's gradient keeps its broadcast shape (a bias's (B, H)) over the steps
+            # and is summed to the constant's shape once, after the loop
+            wanted = tuple((i, s, None if tape.kinds[s] == CONST else shapes[s], dtypes[s])
+                           for i, (s, n) in enumerate(zip(e.ins, needs)) if n)
             if wanted or k in deferred:
                 program.append((k, e.fn.backward, e.fn.__dict__,
                                 e.outs if e.multi else e.outs[0], e.multi, wanted,
@@ -544,12 +546,17 @@ class _Scan(Function):
                     gi = in_grads[i]
                     if gi is None:
                         continue
-                    if gi.shape != shape:
+                    if shape is not None and gi.shape != shape:
                         gi = _unbroadcast(gi, shape)
                     if mixed and gi.dtype != dtype:
                         gi = gi.astype(dtype)
                     previous = g[s]
-                    g[s] = gi if previous is None else previous + gi
+                    if previous is None:
+                        g[s] = gi
+                    elif previous.shape == gi.shape:
+                        g[s] = previous + gi
+                    else:
+                        g[s] = _unbroadcast(previous, shapes[s]) + _unbroadcast(gi, shapes[s])
             seeds = [(s_out, g[s_in]) for s_in, s_out in zip(tape.carry_in, tape.carry_out)]
             for k, stash in deferred.items():
                 if len(stash[0]) >= chunk:
@@ -561,10 +568,13 @@ class _Scan(Function):
                     g_batch[s][t] = g[s]
             for s in const_slots:
                 if g[s] is not None:
-                    _accumulate(g_const, s, g[s])
+                    _accumulate(g_const, s, g[s], shapes[s])
         g_carry = [g for _, g in seeds]
         for k, stash in deferred.items():
             self._flush_weight_grad(k, stash, g_const)
+        for s, total in g_const.items():
+            if total.shape != shapes[s]:
+                g_const[s] = _unbroadcast(total, shapes[s])
         self._backward_outside_loop(g_batch, g_const)
         result = g_carry + [g_batch.get(s) for s in tape.x_in]
         result += [g_const.get(s) for s, _ in tape.consts]
@@ -580,7 +590,9 @@ class _Scan(Function):
         fn = e.fn
         fn.a, fn.b = xp.concatenate(a_list), self.vals[e.ins[1]]
         fn.needs_input_grad = (False, True)
-        _accumulate(g_const, e.ins[1], fn.backward(xp.concatenate(dy_list))[1])
+        slot = e.ins[1]
+        _accumulate(g_const, slot, fn.backward(xp.concatenate(dy_list))[1],
+                    self.tape.shapes[slot])
         a_list.clear()
         dy_list.clear()
 
@@ -607,7 +619,7 @@ class _Scan(Function):
                     gi = _unbroadcast(gi, target)
                 if gi.dtype != tape.dtypes[s]:
                     gi = gi.astype(tape.dtypes[s])
-                _accumulate(g_batch if batched else g_const, s, gi)
+                _accumulate(g_batch if batched else g_const, s, gi, target)
 
 
 def _matmul_layouts(loop: list, tape: Tape, vals: list, xp) -> dict:
@@ -643,15 +655,16 @@ def _run(e: TapeEntry, vals: list) -> None:
         vals[e.outs[0]] = out
 
 
-def _accumulate(store: dict, slot: int, g) -> None:
-    """store[slot] += g, in place after the first (a copy: g may be shared with other slots)."""
+def _accumulate(store: dict, slot: int, g, shape: tuple) -> None:
+    """store[slot] += g, in place after the first (a copy: g may be shared with other slots).
+    Gradients of different broadcast shapes are first summed to the slot's `shape`."""
     total = store.get(slot)
     if total is None:
         store[slot] = g.copy()
     elif total.shape == g.shape:
         total += g
     else:
-        store[slot] = total + g
+        store[slot] = _unbroadcast(total, shape) + _unbroadcast(g, shape)
 
 
 # --------------------------------------------------------------------------- the function
