@@ -6,7 +6,7 @@ DEMO_STAMP := $(VENV)/.installed-train
 TEST_STAMP := $(VENV)/.installed-test
 
 .DEFAULT_GOAL := test
-.PHONY: demo test bench lint docs clean
+.PHONY: demo test bench lint docs clean gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ demo: $(DEMO_STAMP)
 bench: $(TEST_STAMP)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_recurrent.py
+	$(PY) benchmarks/bench_variants.py --threads 1
+
+# For a machine with an NVIDIA GPU, CuPy and PyTorch already installed (no venv, no network):
+# the cuda tests on the real device, the fused kernels against the generic path there, and
+# the LSTM/GRU training step against cuDNN and the CPU -> benchmarks/results/gpu.md.
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check tinygrad_rnn tests benchmarks examples

@@ -55,7 +55,8 @@ def _threads_from_argv(argv) -> int | None:
     return None
 
 
-THREADS = _threads_from_argv(sys.argv[1:]) if __name__ == "__main__" else None
+# also when another benchmark script imports this module first (bench_variants.py)
+THREADS = _threads_from_argv(sys.argv[1:]) if "numpy" not in sys.modules else None
 if THREADS:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(THREADS)

@@ -221,7 +221,7 @@ def main(argv=None) -> str:
     ])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
-    print(report)
+    print(f"wrote {out}")
     return report
 
 

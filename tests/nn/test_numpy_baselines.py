@@ -150,6 +150,17 @@ def test_recurrent_benchmark_quick_run_writes_its_table(tmp_path):
         assert heading in text
 
 
+def test_variants_benchmark_quick_run_writes_its_table(tmp_path):
+    """bench_variants.py --quick: every contender runs, targets and tables are written."""
+    bench = _load("bench_variants")
+    output = tmp_path / "variants.md"
+    bench.main(["--quick", "--out", str(output)])
+    text = output.read_text()
+    for line in ("## Targets", "## Step time", "## Peak memory", "| MGU scan |",
+                 "| layer_norm remat |", "tiny: GRU reset_after=False / GRU fused"):
+        assert line in text
+
+
 def test_engine_benchmark_runs_and_writes_its_table(tmp_path, monkeypatch):
     """bench_engine.py at a tiny chain length: both contenders agree and the table is written."""
     bench = _load("bench_engine")
