@@ -16,34 +16,29 @@ def _uniform(x):
     return backend.get_generator(backend.device_of(x)).random(x.shape, dtype=np.float32)
 
 
-class DropoutMask(Function):
-    """mask = (u >= p) / (1 - p) with u ~ U[0, 1): inverted dropout's keep mask, x's dtype."""
+class _Mask(Function):
+    """A mask drawn from x's device's generator with probability setting p; no gradient."""
 
     differentiable = False
     random = True
 
     def __init__(self, p: float):
         self.p = p
+
+    def backward(self, dy):
+        return None
+
+
+class DropoutMask(_Mask):
+    """mask = (u >= p) / (1 - p) with u ~ U[0, 1): inverted dropout's keep mask, x's dtype."""
 
     def forward(self, x):
         keep = _uniform(x) >= self.p
         return keep.astype(x.dtype) * (1.0 / (1.0 - self.p))
 
-    def backward(self, dy):
-        return None
 
-
-class BernoulliMask(Function):
+class BernoulliMask(_Mask):
     """mask = u < p with u ~ U[0, 1): True with probability p (zoneout's keep-old mask)."""
-
-    differentiable = False
-    random = True
-
-    def __init__(self, p: float):
-        self.p = p
 
     def forward(self, x):
         return _uniform(x) < self.p
-
-    def backward(self, dy):
-        return None
