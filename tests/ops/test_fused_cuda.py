@@ -57,14 +57,12 @@ def _forward_backward(op, args, options, cuda_kernels):
 
 
 @needs_gpu
-@pytest.mark.parametrize("op", [fused.LSTMLayer, fused.GRULayer])
+@pytest.mark.parametrize("op, proj", [(fused.LSTMLayer, False), (fused.LSTMLayer, True),
+                                      (fused.GRULayer, False)])  # projection is LSTM-only
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("proj", [False, True])
 def test_kernels_match_the_generic_path(op, dtype, tol, reverse, bias, proj):
-    if proj and op is not fused.LSTMLayer:
-        pytest.skip("projection is LSTM-only")
     rng = np.random.default_rng(0)
     args, options = _args(op, dtype, rng, reverse, bias, proj)
     kernels = _forward_backward(op, args, options, cuda_kernels=True)
