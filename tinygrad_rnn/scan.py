@@ -445,6 +445,14 @@ class _Scan(Function):
         if not self.save:
             self.tape = self.saved = self.vals = self.per_step = self.program = None
             self.layouts = None
+        elif not self.remat:
+            # backward reads what the ops kept, not the (T, ...) values the loop read from:
+            # let those go (the input gates of a whole sequence, say) as soon as nothing
+            # else holds them
+            self.per_step = [(s, None) for s, _ in self.per_step]
+            for s, kind in enumerate(tape.kinds):
+                if kind == BATCH:
+                    vals[s] = None
         return tuple(carry) + tuple(ys)
 
     def _step(self, t, carry, vals, kept, masks=None):
@@ -753,6 +761,9 @@ def scan(step, init, xs=None, *, length: int | None = None, reverse: bool = Fals
     out = _engine._apply(_Scan, *inputs, tape=tape, length=T, reverse=reverse, remat=remat,
                          save=save)
     n_carry = len(init)
+    node = out[0]._node
+    if node is not None and not remat:  # the node's ops kept what backward needs of xs
+        _engine._keep_edges_only(node, range(n_carry, n_carry + len(xs)))
     final, ys = out[:n_carry], out[n_carry:]
     final = tuple(final) if carry_is_tuple else final[0]
     if not tape.y_out:

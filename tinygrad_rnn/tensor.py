@@ -811,6 +811,20 @@ def _modified_message(fn, tensor: Tensor, clocks: list) -> str:
         f"after changing it.")
 
 
+def _keep_edges_only(fn, indices) -> None:
+    """Let node fn keep, of its non-leaf inputs at `indices`, only what backward needs (their
+    node, output index, shape and dtype), not their arrays, which can then be freed. For ops
+    that hold what their backward needs themselves (tg.scan drops its xs this way)."""
+    inputs = list(fn.inputs)
+    for i in indices:
+        t = inputs[i]
+        if t._node is not None:
+            xp = backend.get_array_module(t.data)
+            shape_only = xp.broadcast_to(xp.zeros((), dtype=t.data.dtype), t.data.shape)
+            inputs[i] = Tensor._wrap(shape_only, t.requires_grad, t._node, t._index)
+    fn.inputs = tuple(inputs)
+
+
 def _accumulate_leaf(t: Tensor, g) -> None:
     """Leaf gradients own their memory (ops may return shared or read-only views)."""
     if t._grad is None:

@@ -182,14 +182,12 @@ def input_gates(x: Tensor, W_ih: Tensor, b_ih: Tensor | None,
 
     With layer_norm (the LSTM's {"ih": (gain, bias), ...}): LN(x W_ih^T) + b_ih.
     """
-    lead = x.shape[:-1]
-    x = x.reshape(-1, x.shape[-1])
     if layer_norm is None:
-        y = F.linear(x, W_ih, b_ih)  # one node: one (T*B, G*H) array for the graph to keep
-    else:
-        y = normalize(x @ W_ih.T, *layer_norm["ih"])
-        if b_ih is not None:
-            y = y + b_ih
+        return F.linear(x, W_ih, b_ih)  # one node: one (..., G*H) array for the graph to keep
+    lead = x.shape[:-1]
+    y = normalize(x.reshape(-1, x.shape[-1]) @ W_ih.T, *layer_norm["ih"])
+    if b_ih is not None:
+        y = y + b_ih
     return y.reshape(*lead, W_ih.shape[0])
 
 
