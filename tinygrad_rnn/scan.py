@@ -424,27 +424,24 @@ class _Scan(Function):
         read = {s for e in self.loop for s in e.ins} | set(tape.carry_out) | set(tape.y_out)
         self.per_step = [(s, vals[s]) for s in sorted(read) if tape.kinds[s] == BATCH]
         self.vals = vals
-        self.program = [(e.fn.forward, e.ins, e.outs if e.multi else e.outs[0], e.multi,
-                         e.fn.__dict__, any(e.needs), e.cls.random) for e in self.loop]
         ys = [xp.empty((self.length,) + tape.shapes[s], dtype=tape.dtypes[s])
               for s in tape.y_out]
-        carry = list(arrays[:n_carry])
+        if self.remat:  # keep each step's carry and its random masks only
+            step = self._compile_forward(keep=False, masks="record")
+        else:
+            step = self._compile_forward(keep=self.save)
+        carry = tuple(arrays[:n_carry])
         self.saved = [None] * self.length  # per step: what the loop's ops kept (or the carry)
         for t in self._steps():
-            if not self.save:
-                kept = None
-            elif self.remat:  # keep the carry and the random masks only
-                kept = (carry, {})
-            else:
-                kept = []
-            self.saved[t] = kept
-            self._step(t, carry, vals, kept)
-            carry = [vals[s] for s in tape.carry_out]
-            for y, s in zip(ys, tape.y_out):
-                y[t] = vals[s]
+            kept = [] if self.save and not self.remat else None
+            masks = {} if self.remat else None
+            if self.save:
+                self.saved[t] = (carry, masks) if self.remat else kept
+            carry, values = step(t, kept, masks, *carry)
+            for y, value in zip(ys, values):
+                y[t] = value
         if not self.save:
-            self.tape = self.saved = self.vals = self.per_step = self.program = None
-            self.layouts = None
+            self.tape = self.saved = self.vals = self.per_step = self.layouts = None
         elif not self.remat:
             # backward reads what the ops kept, not the (T, ...) values the loop read from:
             # let those go (the input gates of a whole sequence, say) as soon as nothing
@@ -453,140 +450,161 @@ class _Scan(Function):
             for s, kind in enumerate(tape.kinds):
                 if kind == BATCH:
                     vals[s] = None
-        return tuple(carry) + tuple(ys)
+        return carry + tuple(ys)
 
-    def _step(self, t, carry, vals, kept, masks=None):
-        """One step forward on raw arrays. kept: a list that gets each op's saved
-        attributes, or (carry, masks) with remat (the random ops' outputs go into masks,
-        which a recomputation passes back in `masks`), or None when nothing is kept."""
-        for s, a in zip(self.tape.carry_in, carry):
-            vals[s] = a
+    def _compile_forward(self, keep: bool, masks: str | None = None):
+        """One forward step as straight-line Python over the loop's ops (made once per call):
+        step(t, kept, masks, *carry) -> (new carry, ys at t). keep: append a copy of each
+        op's attributes (what its backward reads) to `kept`. masks="record" stores the
+        random ops' outputs in masks[k]; masks="reuse" reads them back instead of drawing
+        (remat's recomputation). `self.forward_source` holds the text, for the curious."""
+        tape, env = self.tape, {}
+
+        def name(s):
+            if tape.kinds[s] == CONST:
+                env[f"k{s}"] = self.vals[s]
+                return f"k{s}"
+            return f"v{s}"
+        carry = ", ".join(f"v{s}" for s in tape.carry_in)
+        lines = [f"def step(t, kept, masks, {carry}):"]
+        if keep:
+            lines.append("    keep = kept.append")
         for s, whole in self.per_step:
-            vals[s] = whole[t]
-        keep_all = type(kept) is list
-        new_masks = kept[1] if type(kept) is tuple else None
-        for k, (forward, ins, out, multi, saved, differentiated, random) in \
-                enumerate(self.program):
-            if masks is not None and random:
-                result = masks[k]
+            env[f"x{s}"] = whole
+            lines.append(f"    v{s} = x{s}[t]")
+        for k, e in enumerate(self.loop):
+            outs = ", ".join(f"v{o}" for o in e.outs) + ("," if e.multi and len(e.outs) == 1
+                                                          else "")
+            if e.cls.random and masks == "reuse":
+                lines.append(f"    {outs} = masks[{k}]  # {e.cls.__name__}, as drawn before")
             else:
-                result = forward(*[vals[s] for s in ins])
-                if new_masks is not None and random:
-                    new_masks[k] = result
-            if multi:
-                for s, o in zip(out, result):
-                    vals[s] = o
-            else:
-                vals[out] = result
-            if keep_all:
-                kept.append(saved.copy() if differentiated else None)
+                env[f"op{k}"] = e.fn.forward
+                args = ", ".join(name(s) for s in e.ins)
+                lines.append(f"    {outs} = op{k}({args})  # {e.cls.__name__}")
+                if e.cls.random and masks == "record":
+                    lines.append(f"    masks[{k}] = {outs}")
+            if keep:
+                env[f"kept{k}"] = e.fn.__dict__.copy
+                lines.append(f"    keep(kept{k}())" if any(e.needs) else "    keep(None)")
+        new_carry = "".join(f"{name(s)}, " for s in tape.carry_out)
+        ys = "".join(f"{name(s)}, " for s in tape.y_out)
+        lines.append(f"    return ({new_carry}), ({ys})")
+        self.forward_source = "\n".join(lines)
+        exec(self.forward_source, env)  # noqa: S102 - our own text, made from the tape
+        return env["step"]
 
     # ----------------------------------------------------------------- backward
 
     def backward(self, grads):
         tape, xp = self.tape, self.xp
-        n_carry, n_slots = len(tape.carry_in), len(tape.kinds)
-        shapes, dtypes, need = tape.shapes, tape.dtypes, tape.need
-        mixed = len({dtypes[s] for s in range(n_slots) if need[s]}) > 1
-        g_carry = list(grads[:n_carry])
+        n_carry, shapes, dtypes = len(tape.carry_in), tape.shapes, tape.dtypes
+        g_carry = tuple(grads[:n_carry])
         g_ys = grads[n_carry:]
         g_batch = {}  # slot -> (T, ...) gradient of a value that exists for all steps at once
         g_const = {}  # slot -> gradient summed over the steps
-        program = []  # the loop's ops in reverse, with the inputs that need a gradient
         deferred = {}  # k -> ([a_t], [dy_t], needs) of a matmul by a constant (see below)
-        chunk = _WEIGHT_GRAD_CHUNK
-        for k in range(len(self.loop) - 1, -1, -1):
-            e = self.loop[k]
-            needs = e.needs
+        for k, e in enumerate(self.loop):
             if _defers_weight_grad(e, tape):
-                # h_t @ W for every t: W's gradient, sum_t h_t^T dy_t, is one matmul over
-                # all steps after the loop instead of T small ones and T additions
-                needs = (needs[0], False)
-                deferred[k] = ([], [], needs)
-            # a constant's gradient keeps its broadcast shape (a bias's (B, H)) over the steps
-            # and is summed to the constant's shape once, after the loop
-            wanted = tuple((i, s, None if tape.kinds[s] == CONST else shapes[s], dtypes[s])
-                           for i, (s, n) in enumerate(zip(e.ins, needs)) if n)
-            if wanted or k in deferred:
-                program.append((k, e.fn.backward, e.fn.__dict__,
-                                e.outs if e.multi else e.outs[0], e.multi, wanted,
-                                deferred.get(k)))
-        batch_slots = [s for s, _ in self.per_step if need[s]]
-        const_slots = [s for s, k in enumerate(tape.kinds) if k == CONST and need[s]]
-        seeds = [(s, g) for s, g in zip(tape.carry_out, g_carry)]
-        vals, layouts = self.vals, self.layouts
+                # h_t @ W for every t: W's gradient, sum_t h_t^T dy_t, is one matmul per
+                # chunk of steps after their backward, not T small ones and T additions
+                deferred[k] = ([], [], (e.needs[0], False))
+        back, batch_slots, const_slots = self._compile_backward(deferred)
+        if self.remat:
+            recompute = self._compile_forward(keep=True, masks="reuse")
         free = not (_engine.retaining_graph or self.remat)
         for t in reversed(self._steps()):
             kept = self.saved[t]
             if self.remat:
                 carry, masks = kept
                 kept = []
-                self._step(t, carry, vals, kept, masks=masks)
+                recompute(t, kept, masks, *carry)
             if free:
                 self.saved[t] = None  # this step's values go once its backward is done
-            g = [None] * n_slots
-            for s, gc in seeds:
-                if gc is not None:
-                    g[s] = gc if g[s] is None else g[s] + gc
-            for s, gy in zip(tape.y_out, g_ys):
-                if gy is not None:
-                    g[s] = gy[t] if g[s] is None else g[s] + gy[t]
-            for k, backward, saved, out, multi, wanted, stash in program:
-                if multi:
-                    g_out = [g[s] for s in out]
-                    if all(x is None for x in g_out):
-                        continue
-                else:
-                    g_out = g[out]
-                    if g_out is None:
-                        continue
-                saved.update(kept[k])
-                if k in layouts:
-                    saved["b"] = layouts[k]
-                if stash is not None:
-                    saved["needs_input_grad"] = stash[2]
-                    stash[0].append(saved["a"])
-                    stash[1].append(g_out)
-                in_grads = backward(g_out)
-                if type(in_grads) is not tuple:
-                    in_grads = (in_grads,)
-                for i, s, shape, dtype in wanted:
-                    gi = in_grads[i]
-                    if gi is None:
-                        continue
-                    if shape is not None and gi.shape != shape:
-                        gi = _unbroadcast(gi, shape)
-                    if mixed and gi.dtype != dtype:
-                        gi = gi.astype(dtype)
-                    previous = g[s]
-                    if previous is None:
-                        g[s] = gi
-                    elif previous.shape == gi.shape:
-                        g[s] = previous + gi
-                    else:
-                        g[s] = _unbroadcast(previous, shapes[s]) + _unbroadcast(gi, shapes[s])
-            seeds = [(s_out, g[s_in]) for s_in, s_out in zip(tape.carry_in, tape.carry_out)]
+            g_carry, g_b, g_c = back(kept, *g_carry,
+                                     *(None if gy is None else gy[t] for gy in g_ys))
             for k, stash in deferred.items():
-                if len(stash[0]) >= chunk:
+                if len(stash[0]) >= _WEIGHT_GRAD_CHUNK:
                     self._flush_weight_grad(k, stash, g_const)
-            for s in batch_slots:
-                if g[s] is not None:
+            for s, g in zip(batch_slots, g_b):
+                if g is not None:
                     if s not in g_batch:
                         g_batch[s] = xp.zeros((self.length,) + shapes[s], dtype=dtypes[s])
-                    g_batch[s][t] = g[s]
-            for s in const_slots:
-                if g[s] is not None:
-                    _accumulate(g_const, s, g[s], shapes[s])
-        g_carry = [g for _, g in seeds]
+                    g_batch[s][t] = g
+            for s, g in zip(const_slots, g_c):
+                if g is not None:
+                    _accumulate(g_const, s, g, shapes[s])
         for k, stash in deferred.items():
             self._flush_weight_grad(k, stash, g_const)
         for s, total in g_const.items():
             if total.shape != shapes[s]:
                 g_const[s] = _unbroadcast(total, shapes[s])
         self._backward_outside_loop(g_batch, g_const)
-        result = g_carry + [g_batch.get(s) for s in tape.x_in]
+        result = list(g_carry) + [g_batch.get(s) for s in tape.x_in]
         result += [g_const.get(s) for s, _ in tape.consts]
         return tuple(result)
+
+    def _compile_backward(self, deferred: dict):
+        """One backward step as straight-line Python over the loop's ops in reverse:
+        back(kept, *g_new_carry, *g_y) -> (g_carry, g_batch, g_const), the gradients of the
+        step's carry (handed to the step before), of the per-step values read from whole
+        (T, ...) arrays and of the constants. Each op's saved attributes for the step are
+        put back, then its own backward runs. `self.backward_source` holds the text."""
+        tape, shapes, dtypes, need = self.tape, self.tape.shapes, self.tape.dtypes, self.tape.need
+        mixed = len({dtypes[s] for s in range(len(shapes)) if need[s]}) > 1
+        env = {"unbroadcast": _unbroadcast, "add": _add_into}
+        seeds = [f"c{i}" for i in range(len(tape.carry_out))]
+        y_grads = [f"y{i}" for i in range(len(tape.y_out))]
+        lines = [f"def back(kept, {', '.join(seeds + y_grads)}):"]
+        slots = sorted({s for s in range(len(shapes)) if need[s]} | set(tape.carry_in))
+        lines += [f"    g{s} = None" for s in slots]
+        for s, g in zip(tape.carry_out + tape.y_out, seeds + y_grads):
+            if need[s]:
+                env[f"shape{s}"] = shapes[s]
+                lines.append(f"    g{s} = add(g{s}, {g}, shape{s})")
+        for k in range(len(self.loop) - 1, -1, -1):
+            e = self.loop[k]
+            needs = deferred[k][2] if k in deferred else e.needs
+            wanted = [(i, s) for i, (s, n) in enumerate(zip(e.ins, needs)) if n]
+            if not wanted and k not in deferred:
+                continue
+            env[f"attrs{k}"], env[f"op{k}"] = e.fn.__dict__, e.fn.backward
+            g_out = "[" + ", ".join(f"g{o}" for o in e.outs) + "]" if e.multi \
+                else f"g{e.outs[0]}"
+            present = " or ".join(f"g{o} is not None" for o in e.outs)
+            lines += [f"    if {present}:  # {e.cls.__name__}",
+                      f"        attrs{k}.update(kept[{k}])"]
+            if k in self.layouts:
+                env[f"layout{k}"] = self.layouts[k]
+                lines.append(f"        attrs{k}['b'] = layout{k}")
+            if k in deferred:
+                env[f"needs{k}"] = deferred[k][2]
+                env[f"stash_a{k}"], env[f"stash_dy{k}"] = (deferred[k][0].append,
+                                                           deferred[k][1].append)
+                lines += [f"        attrs{k}['needs_input_grad'] = needs{k}",
+                          f"        stash_a{k}(attrs{k}['a'])", f"        stash_dy{k}({g_out})"]
+            lines += [f"        r = op{k}({g_out})",
+                      "        if type(r) is not tuple:", "            r = (r,)"]
+            for i, s in wanted:
+                constant = tape.kinds[s] == CONST
+                env[f"shape{s}"] = shapes[s]
+                lines += [f"        if r[{i}] is not None:", f"            gi = r[{i}]"]
+                if not constant:  # a constant's gradient keeps its broadcast shape (see add)
+                    lines += [f"            if gi.shape != shape{s}:",
+                              f"                gi = unbroadcast(gi, shape{s})"]
+                if mixed:
+                    env[f"dtype{s}"] = dtypes[s]
+                    lines.append(f"            gi = gi.astype(dtype{s}, copy=False)")
+                lines.append(f"            g{s} = add(g{s}, gi, shape{s})" if constant
+                             else f"            g{s} = gi if g{s} is None else g{s} + gi")
+        batch_slots = [s for s, _ in self.per_step if need[s]]
+        const_slots = [s for s, kind in enumerate(tape.kinds) if kind == CONST and need[s]]
+        carry_grads = "".join(f"g{s}, " for s in tape.carry_in)
+        lines.append(f"    return ({carry_grads}), ("
+                     + "".join(f"g{s}, " for s in batch_slots) + "), ("
+                     + "".join(f"g{s}, " for s in const_slots) + ")")
+        self.backward_source = "\n".join(lines)
+        exec(self.backward_source, env)  # noqa: S102 - our own text, made from the tape
+        return env["back"], batch_slots, const_slots
 
     def _flush_weight_grad(self, k: int, stash: tuple, g_const: dict) -> None:
         """W's gradient from the stashed steps of loop op k (h_t @ W): the op's own backward,
@@ -661,6 +679,18 @@ def _run(e: TapeEntry, vals: list) -> None:
             vals[s] = o
     else:
         vals[e.outs[0]] = out
+
+
+def _add_into(total, g, shape):
+    """total + g, where either may be None; gradients of different broadcast shapes are first
+    summed to `shape` (a constant's gradient is kept in its broadcast shape until then)."""
+    if total is None:
+        return g
+    if g is None:
+        return total
+    if total.shape == g.shape:
+        return total + g
+    return _unbroadcast(total, shape) + _unbroadcast(g, shape)
 
 
 def _accumulate(store: dict, slot: int, g, shape: tuple) -> None:
