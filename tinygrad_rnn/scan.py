@@ -393,8 +393,10 @@ class _Scan(Function):
     Inputs: the initial carry tensors, the xs (T, ...), the tape's constants.
     Outputs: the final carry tensors, then the stacked ys (T, ...).
 
-    The loop runs over plain tuples made once from the tape (an op's bound forward, the
-    slots it reads and writes), so that a step costs little more than its ops' own calls.
+    A step of the loop is straight-line Python written from the tape once per call (see
+    `_compile_forward` / `_compile_backward`; the texts stay in `forward_source` and
+    `backward_source`): the ops' own forward and backward called on local variables, so
+    that a step costs little more than its ops' own calls.
     """
 
     saves_inputs = True  # it keeps the constants (weights) for its backward
