@@ -283,3 +283,33 @@ def test_mixed_devices_are_refused(small):
         pytest.skip("needs the 'cuda' device (emulated or real)")
     with pytest.raises(RuntimeError, match="xs\\[0\\] is on 'cpu'"):
         tg.scan(lambda h, x_t: (h + x_t, None), h0.to("cuda"), x)
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_scan_leaves_no_reference_cycles(remat):
+    """Forward, backward and drop with the collector off: reference counting alone frees
+    the scan node, its tape and the step functions it wrote (the (T, ...) values with them)."""
+    import gc
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    old_flags = gc.get_debug()
+    try:
+        rng = np.random.default_rng(0)
+        w = _weights(rng, "cpu")
+        x = _tensor(rng, (T, B, I), "cpu")
+        h0, c0 = _tensor(rng, (B, H), "cpu"), _tensor(rng, (B, H), "cpu")
+        (h, c), (ys, cs) = tg.scan(lstm_like_step(w), (h0, c0), x * 1.0, remat=remat)
+        probe = weakref.ref(ys._node)
+        (ys * ys).sum().backward()
+        del h, c, ys, cs
+        assert probe() is None, "the scan node was not freed by reference counting"
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        found = gc.collect()
+        assert [o for o in gc.garbage if type(o).__module__.startswith("tinygrad_rnn")] == []
+        assert found == 0
+    finally:
+        gc.set_debug(old_flags)
+        gc.garbage.clear()
+        gc.enable()

@@ -493,7 +493,7 @@ class _Scan(Function):
         lines.append(f"    return ({new_carry}), ({ys})")
         self.forward_source = "\n".join(lines)
         exec(self.forward_source, env)  # noqa: S102 - our own text, made from the tape
-        return env["step"]
+        return env.pop("step")  # popped: the function's globals must not hold the function
 
     # ----------------------------------------------------------------- backward
 
@@ -606,7 +606,7 @@ class _Scan(Function):
                      + "".join(f"g{s}, " for s in const_slots) + ")")
         self.backward_source = "\n".join(lines)
         exec(self.backward_source, env)  # noqa: S102 - our own text, made from the tape
-        return env["back"], batch_slots, const_slots
+        return env.pop("back"), batch_slots, const_slots
 
     def _flush_weight_grad(self, k: int, stash: tuple, g_const: dict) -> None:
         """W's gradient from the stashed steps of loop op k (h_t @ W): the op's own backward,
