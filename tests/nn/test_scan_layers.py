@@ -140,6 +140,11 @@ def test_variants_run_as_one_scan_node():
     """The variant's graph has one node per layer and direction, not one per op and step."""
     lstm = nn.LSTM(I, H, peephole=True, bidirectional=True)
     out, _ = lstm(tg.randn(T, B, I))
+    names = _node_names(out)
+    assert "_Scan" in names and "Sigmoid" not in names
+
+
+def _node_names(out) -> set:
     names, stack, seen = set(), [out._node], set()
     while stack:
         node = stack.pop()
@@ -148,4 +153,14 @@ def test_variants_run_as_one_scan_node():
         seen.add(id(node))
         names.add(type(node).__name__)
         stack.extend(t._node for t in node.inputs)
-    assert "_Scan" in names and "Sigmoid" not in names
+    return names
+
+
+def test_short_sequences_run_the_python_loop():
+    """Below SCAN_MIN_STEPS steps the step runs in a Python loop (recording costs more)."""
+    from tinygrad_rnn.nn.recurrent import SCAN_MIN_STEPS
+    lstm = nn.LSTM(I, H, peephole=True)
+    short, _ = lstm(tg.randn(SCAN_MIN_STEPS - 1, B, I))
+    long, _ = lstm(tg.randn(SCAN_MIN_STEPS, B, I))
+    assert "_Scan" not in _node_names(short) and "Sigmoid" in _node_names(short)
+    assert "_Scan" in _node_names(long)

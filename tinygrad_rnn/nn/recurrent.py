@@ -40,6 +40,9 @@ from .layers import _check_positive_int, _empty
 from .module import Module
 
 FAST_CHOICES = (True, False, "scan")
+# Below this many steps a sequence runs its step in a Python loop even with fast=True:
+# recording and writing out the step (about 0.6 ms) would cost more than replaying saves.
+SCAN_MIN_STEPS = 4
 
 
 def _map_state(fn, *states):
@@ -84,6 +87,8 @@ class RNNBase(Module):
           the reference the other two are tested against.
     remat=True: the scan keeps only the state of each step and recomputes the rest in
     backward (gradient checkpointing per step: less memory, about one more forward).
+    Sequences shorter than SCAN_MIN_STEPS (4) run the loop in Python whatever `fast` says
+    (sampling one step at a time, say): the same numbers, without the cost of recording.
     """
 
     num_gates = 1
@@ -332,7 +337,7 @@ class RNNBase(Module):
             T = x.shape[0]
             valid = np.arange(T)[:, None, None] < lengths[None, :, None]  # (T, B, 1)
             xs = (x_gates, Tensor._wrap(backend.to_device(valid, x.device)))
-        if self.fast and self._hidden_trace is None:
+        if self.fast and self._hidden_trace is None and x.shape[0] >= SCAN_MIN_STEPS:
             final, outputs = scan(step, state, xs, reverse=reverse, remat=self.remat)
             return outputs, final
         on_step = None
