@@ -48,6 +48,30 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return _apply(ops.Linear, input, weight, bias)
 
 
+def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None,  # noqa: A002
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """torch.nn.functional.layer_norm: normalise over the trailing `normalized_shape` axes
+    (biased variance), then * weight + bias (each optional, of shape normalized_shape).
+    One graph node (ops.LayerNorm) with an analytic backward."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    n = len(shape)
+    if not shape or tuple(input.shape[input.ndim - n:]) != shape or n > input.ndim:
+        raise ValueError(f"layer_norm: input.shape[-{n}:] must be normalized_shape={shape}, "
+                         f"got input shape {tuple(input.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"layer_norm: {name}.shape must be {shape}, got {tuple(t.shape)}")
+    axes = tuple(range(input.ndim - n, input.ndim))
+    if weight is None and bias is None:
+        return _apply(ops.LayerNorm, input, axes=axes, eps=eps)
+    ref = weight if weight is not None else bias
+    if weight is None:
+        weight = Tensor._wrap(ref._xp().ones(shape, dtype=ref.dtype))
+    if bias is None:
+        bias = Tensor._wrap(ref._xp().zeros(shape, dtype=ref.dtype))
+    return _apply(ops.LayerNorm, input, weight, bias, axes=axes, eps=eps, affine=True)
+
+
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p),
     so nothing changes at evaluation time. The mask comes from the device's seeded generator."""

@@ -330,8 +330,9 @@ def _batched_params(e: TapeEntry, tape: Tape, kinds: list):
         return {"axes": (0,) + tuple(a + 1 for a in params["axes"])}
     if cls is BroadcastTo:
         return {"shape": (-1,) + tuple(params["shape"])} if ndims[0] == out_ndim else None
-    if cls is LayerNorm:
-        return {**params, "axes": _shift_axes(params["axes"], ndims[0])}
+    if cls is LayerNorm:  # x over all steps; weight and bias, if any, stay as they are
+        ok = not any(batch[1:])
+        return {**params, "axes": _shift_axes(params["axes"], ndims[0])} if ok else None
     if cls is Embedding:
         return params if batch == [False, True] else None
     if issubclass(cls, _AXIS_OPS):

@@ -107,3 +107,21 @@ def test_bad_axes_raise():
     x, _ = _inputs((2, 3), np.float64)
     with pytest.raises(IndexError, match="axis 2"):
         layer_norm(x, (2,))
+
+
+def test_functional_layer_norm_checks_its_shapes():
+    x = tg.randn(2, 3, 4)
+    with pytest.raises(ValueError, match=r"normalized_shape=\(3,\)"):
+        tg.functional.layer_norm(x, 3)
+    with pytest.raises(ValueError, match=r"weight.shape must be \(4,\), got \(3,\)"):
+        tg.functional.layer_norm(x, 4, tg.ones(3))
+
+
+def test_functional_layer_norm_with_weight_only_or_bias_only(rng):
+    x = tg.Tensor(rng.standard_normal((3, 5)))
+    w, b = tg.Tensor(rng.standard_normal(5)), tg.Tensor(rng.standard_normal(5))
+    plain = tg.functional.layer_norm(x, 5).numpy()
+    np.testing.assert_allclose(tg.functional.layer_norm(x, 5, weight=w).numpy(),
+                               plain * w.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(tg.functional.layer_norm(x, 5, bias=b).numpy(),
+                               plain + b.numpy(), rtol=1e-12)

@@ -74,6 +74,7 @@ class TinygradNamespace:
     F = F
     cat, concat, stack = staticmethod(tg.cat), staticmethod(tg.concat), staticmethod(tg.stack)
     where = staticmethod(tg.where)
+    layer_norm = staticmethod(F.layer_norm)  # one node, affine included
     maximum, minimum = staticmethod(tg.maximum), staticmethod(tg.minimum)
 
     @staticmethod
@@ -98,12 +99,6 @@ class TinygradNamespace:
     def manual_seed(seed):
         tg.manual_seed(seed)
 
-    @staticmethod
-    def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-        """torch.nn.functional.layer_norm's spelling over tinygrad_rnn's one-node layer_norm."""
-        y = tg.nn.layers.layer_norm(x, tuple(range(-len(normalized_shape), 0)), eps)
-        y = y if weight is None else y * weight
-        return y if bias is None else y + bias
 
 
 TG = TinygradNamespace()

@@ -35,7 +35,7 @@ import math
 from .. import functional as F
 from ..tensor import Tensor, zeros
 from . import init
-from .layers import _check_positive_int, _empty, check_last_dim, layer_norm
+from .layers import _check_positive_int, _empty, check_last_dim
 from .module import Module
 
 NONLINEARITIES = ("tanh", "relu")
@@ -72,7 +72,7 @@ def lstm_step(x_gates: Tensor, h: Tensor, c: Tensor, W_hh_T: Tensor, b_hh: Tenso
 
 def normalize(x: Tensor, gain: Tensor, bias: Tensor) -> Tensor:
     """LN(x; gain, bias) = (x - mean) / sqrt(var + eps) * gain + bias over the last axis."""
-    return layer_norm(x, (-1,), LAYER_NORM_EPS) * gain + bias
+    return F.layer_norm(x, x.shape[-1], gain, bias, LAYER_NORM_EPS)
 
 
 def lstm_variant_step(x_gates: Tensor, h: Tensor, c: Tensor, W_hh_T: Tensor,
@@ -184,11 +184,10 @@ def input_gates(x: Tensor, W_ih: Tensor, b_ih: Tensor | None,
     """
     if layer_norm is None:
         return F.linear(x, W_ih, b_ih)  # one node: one (..., G*H) array for the graph to keep
-    lead = x.shape[:-1]
-    y = normalize(x.reshape(-1, x.shape[-1]) @ W_ih.T, *layer_norm["ih"])
+    gain, bias = layer_norm["ih"]
     if b_ih is not None:
-        y = y + b_ih
-    return y.reshape(*lead, W_ih.shape[0])
+        bias = bias + b_ih  # LN(x W^T) * gain + bias + b_ih: one bias, added by the LN node
+    return normalize(F.linear(x, W_ih), gain, bias)
 
 
 # --------------------------------------------------------------------------- LSTM options

@@ -144,13 +144,7 @@ class LayerNorm(Module):
             raise ValueError(
                 f"LayerNorm: input.shape[-{n}:] must be normalized_shape={self.normalized_shape}, "
                 f"got {tuple(x.shape[-n:])}")
-        axes = tuple(range(-n, 0))
-        y = layer_norm(x, axes, self.eps)
-        if self.weight is not None:
-            y = y * self.weight
-        if self.bias is not None:
-            y = y + self.bias
-        return y
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}"
