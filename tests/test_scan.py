@@ -313,3 +313,38 @@ def test_scan_leaves_no_reference_cycles(remat):
         gc.set_debug(old_flags)
         gc.garbage.clear()
         gc.enable()
+
+
+def test_batched_forms_of_x_only_ops_give_the_loop_numbers(device, rng):
+    """A step full of ops on x alone: each runs once over all steps (kind "batch") and the
+    numbers, gradients included, are the Python loop's."""
+    n_tokens = 7
+    W = _tensor(rng, (6, I), device)
+    b = _tensor(rng, (6,), device)
+    E = _tensor(rng, (n_tokens, 6), device)
+    U = _tensor(rng, (6, 6), device)
+    x = _tensor(rng, (T, B, I), device)
+    tokens = tg.Tensor(rng.integers(0, n_tokens, (T, B)), device=device)
+    h0 = _tensor(rng, (B, 6), device)
+
+    def step(h, xs):
+        x_t, tok = xs
+        u = (x_t * 2.0 + 1.0).tanh()                                   # elementwise
+        v = u.reshape(B, 2, 2).sum(axis=2)                             # reshape, sum axis 2
+        p, q = v.chunk(2, dim=1)                                       # split on axis 1
+        lin = F.layer_norm(F.linear(x_t, W, b), 6)                     # linear, layer norm
+        emb = F.embedding(tok, E)                                      # embedding
+        soft = x_t.softmax(dim=1).max(axis=1, keepdims=True)           # softmax, max
+        first = x_t.T.T.split([1, I - 1], dim=1)[0]                    # permute, split
+        both = tg.cat([p * q, first], dim=1).mean(axis=1, keepdims=True)  # concat, mean
+        h = (h @ U + lin + emb * soft + both).tanh()
+        return h, h
+    kinds = {e.cls.__name__: e.kind for e in tg.trace_step(step, h0, (x, tokens)).entries
+             if e.kind == BATCH}
+    for name in ("Tanh", "Reshape", "Sum", "Split", "Linear", "LayerNorm", "Embedding",
+                 "Softmax", "Max", "Concat", "Mean", "Permute"):
+        assert name in kinds, name
+    leaves = [x, h0, W, b, E, U]
+    expected = _run(False, step, h0, (x, tokens), leaves)
+    got = _run(True, step, h0, (x, tokens), leaves)
+    _assert_same(got, expected)

@@ -50,7 +50,6 @@ from . import tensor as _engine
 from .ops import (
     Abs,
     Add,
-    BroadcastTo,
     Clip,
     Compare,
     Concat,
@@ -59,6 +58,7 @@ from .ops import (
     Exp,
     Function,
     LayerNorm,
+    Linear,
     Log,
     LogSoftmax,
     LogSumExp,
@@ -298,7 +298,7 @@ _AXIS_OPS = (Sum, Mean, Max, Min, Var, LogSumExp, Softmax, LogSoftmax, Split, Un
              Concat, Stack)
 
 
-def _shift_axes(axis, ndim: int):
+def _shift_axes(axis):
     """An axis setting of a per-step op, for the same op with a leading T axis."""
     if axis is None:
         return None
@@ -328,11 +328,11 @@ def _batched_params(e: TapeEntry, tape: Tape, kinds: list):
         return {"shape": (-1,) + tuple(tape.shapes[e.outs[0]])}
     if cls is Permute:
         return {"axes": (0,) + tuple(a + 1 for a in params["axes"])}
-    if cls is BroadcastTo:
-        return {"shape": (-1,) + tuple(params["shape"])} if ndims[0] == out_ndim else None
+    if cls is Linear:  # x of any leading shape, by constant weights
+        return params if batch[0] and not any(batch[1:]) else None
     if cls is LayerNorm:  # x over all steps; weight and bias, if any, stay as they are
         ok = not any(batch[1:])
-        return {**params, "axes": _shift_axes(params["axes"], ndims[0])} if ok else None
+        return {**params, "axes": _shift_axes(params["axes"])} if ok else None
     if cls is Embedding:
         return params if batch == [False, True] else None
     if issubclass(cls, _AXIS_OPS):
@@ -340,7 +340,7 @@ def _batched_params(e: TapeEntry, tape: Tape, kinds: list):
             return None
         if "axis" in params and params["axis"] is None:
             return None
-        return {**params, "axis": _shift_axes(params.get("axis", 0), ndims[0])}
+        return {**params, "axis": _shift_axes(params.get("axis", 0))}
     return None
 
 
