@@ -658,20 +658,24 @@ def _matmul_layouts(loop: list, tape: Tape, vals: list, xp) -> dict:
     returns {loop index: the backward layout}."""
     layouts = {}
     for k, e in enumerate(loop):
-        if e.cls is MatMul and tape.kinds[e.ins[1]] == CONST and len(tape.shapes[e.ins[0]]) == 2 \
-                and len(tape.shapes[e.ins[1]]) == 2:
+        if _by_constant_matrix(e, tape):
             w = vals[e.ins[1]] = xp.ascontiguousarray(vals[e.ins[1]])
             layouts[k] = xp.ascontiguousarray(w.T).T
     return layouts
 
 
-def _defers_weight_grad(e: TapeEntry, tape: Tape) -> bool:
-    """A 2-D matmul of a step value by a constant 2-D matrix that needs its gradient."""
-    if e.cls is not MatMul or not e.needs[1]:
+def _by_constant_matrix(e: TapeEntry, tape: Tape) -> bool:
+    """A 2-D matmul of a step value by a constant 2-D matrix (h @ W_hh^T)."""
+    if e.cls is not MatMul:
         return False
     a, b = e.ins
     return (tape.kinds[a] != CONST and tape.kinds[b] == CONST
             and len(tape.shapes[a]) == 2 and len(tape.shapes[b]) == 2)
+
+
+def _defers_weight_grad(e: TapeEntry, tape: Tape) -> bool:
+    """A matmul by a constant matrix whose gradient is needed."""
+    return _by_constant_matrix(e, tape) and e.needs[1]
 
 
 def _run(e: TapeEntry, vals: list) -> None:
@@ -705,7 +709,7 @@ def _accumulate(store: dict, slot: int, g, shape: tuple) -> None:
     elif total.shape == g.shape:
         total += g
     else:
-        store[slot] = _unbroadcast(total, shape) + _unbroadcast(g, shape)
+        store[slot] = _add_into(total, g, shape)
 
 
 # --------------------------------------------------------------------------- the function
