@@ -48,7 +48,7 @@ class Linear(Function):
     """
 
     def forward(self, x, W, b=None):
-        self.x, self.W = x, W
+        self.x, self.W, self.with_bias = x, W, b is not None
         y = x @ W.T
         if b is not None:
             y += b  # y is a fresh array: adding in place saves a second one
@@ -60,6 +60,6 @@ class Linear(Function):
         dx = dy @ W if need[0] else None
         dy2 = dy.reshape(-1, dy.shape[-1])
         dW = dy2.T @ x.reshape(-1, x.shape[-1]) if need[1] else None
-        if len(need) < 3:
+        if not self.with_bias:
             return dx, dW
         return dx, dW, (dy2.sum(axis=0) if need[2] else None)
