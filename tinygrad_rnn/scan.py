@@ -91,9 +91,11 @@ from .ops import (
 from .tensor import Tensor, _unbroadcast, is_grad_enabled, no_grad, stack
 
 CARRY, BATCH, CONST = "carry", "batch", "const"  # where a slot's value comes from (see Tape)
-# steps whose h_t and dy_t are stacked for one weight-gradient matmul: big enough for BLAS to
-# run at full speed, small enough that the stacked copies stay a fraction of the saved steps
-_WEIGHT_GRAD_CHUNK = 16
+# steps per chunk. The ops that leave the loop (x @ W_ih) run over a chunk of steps at once,
+# so that only a chunk's worth of their values and gradients exists at any time; the weight
+# gradient of h_t @ W is one matmul per chunk (h_t and dy_t stacked). Big enough for BLAS to
+# run at full speed, small enough that a chunk is a fraction of the saved steps.
+_CHUNK = 16
 
 
 class ScanError(RuntimeError):
@@ -406,8 +408,10 @@ class _Scan(Function):
         self.tape, self.length, self.reverse, self.remat = tape, length, reverse, remat
         self.save = save  # whether a backward will follow (grad enabled, something needs it)
 
-    def _steps(self):
-        return range(self.length - 1, -1, -1) if self.reverse else range(self.length)
+    def _chunks(self) -> list:
+        """The steps in the order they run, cut into chunks of _CHUNK consecutive steps."""
+        order = list(range(self.length - 1, -1, -1) if self.reverse else range(self.length))
+        return [order[i:i + _CHUNK] for i in range(0, self.length, _CHUNK)]
 
     # ----------------------------------------------------------------- forward
 
@@ -417,84 +421,130 @@ class _Scan(Function):
         vals = [None] * len(tape.kinds)
         for (slot, _), a in zip(tape.consts, arrays[n_carry + n_x:]):
             vals[slot] = a
-        for slot, a in zip(tape.x_in, arrays[n_carry:n_carry + n_x]):
-            vals[slot] = a  # the whole (T, ...) array; the loop reads one step of it
-        for e in tape.entries:  # the ops that left the loop run here, once
-            if e.kind != CARRY:
+        self.xs = dict(zip(tape.x_in, arrays[n_carry:n_carry + n_x]))  # whole (T, ...) arrays
+        for e in tape.entries:  # the ops on constants alone run here, once
+            if e.kind == CONST:
                 _run(e, vals)
+        self.vals = vals
         self.loop = [e for e in tape.entries if e.kind == CARRY]
+        self.batch = [e for e in tape.entries if e.kind == BATCH]
         self.layouts = _matmul_layouts(self.loop, tape, vals, xp)
         read = {s for e in self.loop for s in e.ins} | set(tape.carry_out) | set(tape.y_out)
-        self.per_step = [(s, vals[s]) for s in sorted(read) if tape.kinds[s] == BATCH]
-        self.vals = vals
+        self.per_step = [s for s in sorted(read) if tape.kinds[s] == BATCH]
+        self.current = [None] * len(self.per_step)  # their values over the chunk under way
         ys = [xp.empty((self.length,) + tape.shapes[s], dtype=tape.dtypes[s])
               for s in tape.y_out]
-        if self.remat:  # keep each step's carry and its random masks only
-            step = self._compile_forward(keep=False, masks="record")
-        else:
-            step = self._compile_forward(keep=self.save)
+        mode = "record" if self.remat else ("keep" if self.save else None)
+        run = self._compile_forward(mode, ys)
         carry = tuple(arrays[:n_carry])
         self.saved = [None] * self.length  # per step: what the loop's ops kept (or the carry)
-        for t in self._steps():
-            kept = [] if self.save and not self.remat else None
-            masks = {} if self.remat else None
-            if self.save:
-                self.saved[t] = (carry, masks) if self.remat else kept
-            carry, values = step(t, kept, masks, *carry)
-            for y, value in zip(ys, values):
-                y[t] = value
+        chunks = self._chunks()
+        self.chunk_saved = [None] * len(chunks)  # per chunk: what the batched ops kept
+        for c, steps in enumerate(chunks):
+            t0 = min(steps)
+            self._run_batch(t0, len(steps))
+            if self.save and not self.remat:
+                self.chunk_saved[c] = [e.fn.__dict__.copy() for e in self.batch]
+            carry = run(steps, t0, self.saved, *carry)
+        self.current[:] = [None] * len(self.per_step)
+        # a carry that is also a y lives in ys (see _compile_forward): the final carry gets
+        # memory of its own
+        carry = tuple(c.copy() if s in tape.y_out else c for c, s in zip(carry, tape.carry_out))
         if not self.save:
-            self.tape = self.saved = self.vals = self.per_step = self.layouts = None
+            self.tape = self.saved = self.vals = self.layouts = self.xs = None
+            self.chunk_saved = self.loop = self.batch = None
         elif not self.remat:
-            # backward reads what the ops kept, not the (T, ...) values the loop read from:
-            # let those go (the input gates of a whole sequence, say) as soon as nothing
-            # else holds them
-            self.per_step = [(s, None) for s, _ in self.per_step]
-            for s, kind in enumerate(tape.kinds):
-                if kind == BATCH:
-                    vals[s] = None
+            self.xs = None  # backward reads what the ops kept, not the xs
         return carry + tuple(ys)
 
-    def _compile_forward(self, keep: bool, masks: str | None = None):
-        """One forward step as straight-line Python over the loop's ops (made once per call):
-        step(t, kept, masks, *carry) -> (new carry, ys at t). keep: append a copy of each
-        op's attributes (what its backward reads) to `kept`. masks="record" stores the
-        random ops' outputs in masks[k]; masks="reuse" reads them back instead of drawing
-        (remat's recomputation). `self.forward_source` holds the text, for the curious."""
-        tape, env = self.tape, {}
+    def _run_batch(self, t0: int, n: int) -> None:
+        """Run the ops that left the loop on steps t0 .. t0+n-1 at once; the loop then reads
+        their values from `self.current`."""
+        vals = self.vals
+        for s, whole in self.xs.items():
+            vals[s] = whole[t0:t0 + n]
+        for e in self.batch:
+            _run(e, vals)
+        self.current[:] = [vals[s] for s in self.per_step]
+        for s, kind in enumerate(self.tape.kinds):
+            if kind == BATCH:
+                vals[s] = None
 
-        def name(s):
-            if tape.kinds[s] == CONST:
-                env[f"k{s}"] = self.vals[s]
-                return f"k{s}"
-            return f"v{s}"
-        carry = ", ".join(f"v{s}" for s in tape.carry_in)
-        lines = [f"def step(t, kept, masks, {carry}):"]
-        if keep:
-            lines.append("    keep = kept.append")
-        for s, whole in self.per_step:
-            env[f"x{s}"] = whole
-            lines.append(f"    v{s} = x{s}[t]")
+    def _step_lines(self, env: dict, masks: str | None, indent: str) -> list:
+        """The loop's ops for one step as lines of Python: op k's forward is env's op{k};
+        values are locals v{slot}, constants k{slot}, this chunk's per-step values cur{j}[i].
+        masks="record": the random ops' outputs are noted; "reuse": read back from masks."""
+        tape, lines = self.tape, []
+        for j, s in enumerate(self.per_step):
+            env[f"cur{j}"] = None
+            lines.append(f"{indent}v{s} = cur[{j}][i]")
         for k, e in enumerate(self.loop):
             outs = ", ".join(f"v{o}" for o in e.outs) + ("," if e.multi and len(e.outs) == 1
                                                           else "")
             if e.cls.random and masks == "reuse":
-                lines.append(f"    {outs} = masks[{k}]  # {e.cls.__name__}, as drawn before")
-            else:
-                env[f"op{k}"] = e.fn.forward
-                args = ", ".join(name(s) for s in e.ins)
-                lines.append(f"    {outs} = op{k}({args})  # {e.cls.__name__}")
-                if e.cls.random and masks == "record":
-                    lines.append(f"    masks[{k}] = {outs}")
-            if keep:
-                env[f"kept{k}"] = e.fn.__dict__.copy
-                lines.append(f"    keep(kept{k}())" if any(e.needs) else "    keep(None)")
-        new_carry = "".join(f"{name(s)}, " for s in tape.carry_out)
-        ys = "".join(f"{name(s)}, " for s in tape.y_out)
-        lines.append(f"    return ({new_carry}), ({ys})")
+                lines.append(f"{indent}{outs} = masks[{k}]  # {e.cls.__name__}, as drawn")
+                continue
+            env[f"op{k}"] = e.fn.forward
+            args = ", ".join(self._name(env, s) for s in e.ins)
+            lines.append(f"{indent}{outs} = op{k}({args})  # {e.cls.__name__}")
+        return lines
+
+    def _name(self, env: dict, s: int) -> str:
+        """The name of slot s in the written-out code: a constant's value is put in env."""
+        if self.tape.kinds[s] == CONST:
+            env[f"k{s}"] = self.vals[s]
+            return f"k{s}"
+        return f"v{s}"
+
+    def _kept_tuple(self, env: dict) -> str:
+        """An expression: the tuple of what each loop op keeps for its backward after a step
+        (a copy of its attributes; None for ops that need no gradient)."""
+        items = []
+        for k, e in enumerate(self.loop):
+            env[f"fn{k}"] = e.fn  # (backward sets its __dict__ to a step's kept one)
+            items.append(f"fn{k}.__dict__.copy()" if any(e.needs) else "None")
+        return "(" + "".join(f"{item}, " for item in items) + ")"
+
+    def _compile_forward(self, mode: str | None, ys: list):
+        """The forward loop over a chunk of steps as straight-line Python (written once per
+        call): run(steps, t0, saved, *carry) -> carry after the chunk. mode "keep": saved[t]
+        = what the loop's ops keep for backward; "record" (remat): saved[t] = (the step's
+        carry, its random masks); None: nothing (no backward will follow). A carry that is
+        also a y (an LSTM's h) is read back from ys by the next step: one array, not two.
+        `self.forward_source` holds the text, for the curious."""
+        tape, env = self.tape, {"cur": self.current}
+        carry = "".join(f"v{s}, " for s in tape.carry_in)
+        lines = [f"def run(steps, t0, saved, {carry}):", "    for t in steps:",
+                 "        i = t - t0"]
+        if mode == "record":
+            lines.append(f"        before = ({carry})")
+        lines += self._step_lines(env, "record" if mode == "record" else None, "        ")
+        if mode == "keep":
+            lines.append(f"        saved[t] = {self._kept_tuple(env)}")
+        elif mode == "record":
+            masks = ", ".join(f"{k}: v{e.outs[0]}" for k, e in enumerate(self.loop)
+                              if e.cls.random)
+            lines.append(f"        saved[t] = (before, {{{masks}}})")
+        for j, s in enumerate(tape.y_out):
+            env[f"ys{j}"] = ys[j]
+            lines.append(f"        ys{j}[t] = {self._name(env, s)}")
+        new_carry = [f"ys{tape.y_out.index(s)}[t]" if s in tape.y_out else self._name(env, s)
+                     for s in tape.carry_out]
+        lines += [f"        {carry}= {', '.join(new_carry)},", f"    return ({carry})"]
         self.forward_source = "\n".join(lines)
         exec(self.forward_source, env)  # noqa: S102 - our own text, made from the tape
-        return env.pop("step")  # popped: the function's globals must not hold the function
+        return env.pop("run")  # popped: the function's globals must not hold the function
+
+    def _compile_recompute(self):
+        """remat's recomputation of one step: recompute(i, masks, *carry) -> what the loop's
+        ops keep (as in "keep" mode), the random ops' outputs read back from masks."""
+        env = {"cur": self.current}
+        carry = "".join(f"v{s}, " for s in self.tape.carry_in)
+        lines = [f"def recompute(i, masks, {carry}):"]
+        lines += self._step_lines(env, "reuse", "    ")
+        lines.append(f"    return {self._kept_tuple(env)}")
+        exec("\n".join(lines), env)  # noqa: S102 - our own text, made from the tape
+        return env.pop("recompute")
 
     # ----------------------------------------------------------------- backward
 
@@ -503,134 +553,171 @@ class _Scan(Function):
         n_carry, shapes, dtypes = len(tape.carry_in), tape.shapes, tape.dtypes
         g_carry = tuple(grads[:n_carry])
         g_ys = grads[n_carry:]
-        g_batch = {}  # slot -> (T, ...) gradient of a value that exists for all steps at once
+        g_x = {}  # x slot -> (T, ...) gradient
         g_const = {}  # slot -> gradient summed over the steps
-        deferred = {}  # k -> ([a_t], [dy_t], needs) of a matmul by a constant (see below)
+        deferred = {}  # k -> ([a_t], [dy_t]) of a matmul by a constant (see below)
         for k, e in enumerate(self.loop):
             if _defers_weight_grad(e, tape):
                 # h_t @ W for every t: W's gradient, sum_t h_t^T dy_t, is one matmul per
                 # chunk of steps after their backward, not T small ones and T additions
-                deferred[k] = ([], [], (e.needs[0], False))
-        back, batch_slots, const_slots = self._compile_backward(deferred)
-        if self.remat:
-            recompute = self._compile_forward(keep=True, masks="reuse")
+                deferred[k] = ([], [])
+        back, batch_slots, const_sites = self._compile_backward(
+            deferred, [g is not None for g in g_ys])
+        recompute = self._compile_recompute() if self.remat else None
         free = not (_engine.retaining_graph or self.remat)
-        for t in reversed(self._steps()):
-            kept = self.saved[t]
+        g_ys = [g for g in g_ys if g is not None]
+        for c, steps in reversed(list(enumerate(self._chunks()))):
+            t0, n = min(steps), len(steps)
             if self.remat:
-                carry, masks = kept
-                kept = []
-                recompute(t, kept, masks, *carry)
-            if free:
-                self.saved[t] = None  # this step's values go once its backward is done
-            g_carry, g_b, g_c = back(kept, *g_carry,
-                                     *(None if gy is None else gy[t] for gy in g_ys))
+                self._run_batch(t0, n)
+            g_chunk = {s: xp.zeros((n,) + shapes[s], dtype=dtypes[s]) for s in batch_slots}
+            g_carry, sums = back(steps[::-1], t0, self.saved, free, recompute, g_ys,
+                                 [g_chunk[s] for s in batch_slots], *g_carry)
+            for s, total in zip(const_sites, sums):
+                if total is not None:
+                    _accumulate(g_const, s, total, shapes[s])
             for k, stash in deferred.items():
-                if len(stash[0]) >= _WEIGHT_GRAD_CHUNK:
-                    self._flush_weight_grad(k, stash, g_const)
-            for s, g in zip(batch_slots, g_b):
-                if g is not None:
-                    if s not in g_batch:
-                        g_batch[s] = xp.zeros((self.length,) + shapes[s], dtype=dtypes[s])
-                    g_batch[s][t] = g
-            for s, g in zip(const_slots, g_c):
-                if g is not None:
-                    _accumulate(g_const, s, g, shapes[s])
-        for k, stash in deferred.items():
-            self._flush_weight_grad(k, stash, g_const)
+                self._flush_weight_grad(k, stash, g_const)
+            if not self.remat:
+                for e, attrs in zip(self.batch, self.chunk_saved[c]):
+                    e.fn.__dict__.update(attrs)
+                if free:
+                    self.chunk_saved[c] = None
+            self._backward_outside_loop(self.batch, g_chunk, g_const, n)
+            for s in tape.x_in:
+                if g_chunk.get(s) is not None:
+                    if s not in g_x:
+                        g_x[s] = xp.zeros((self.length,) + shapes[s], dtype=dtypes[s])
+                    g_x[s][t0:t0 + n] = g_chunk[s]
+        self.current[:] = [None] * len(self.per_step)
         for s, total in g_const.items():
             if total.shape != shapes[s]:
                 g_const[s] = _unbroadcast(total, shapes[s])
-        self._backward_outside_loop(g_batch, g_const)
-        result = list(g_carry) + [g_batch.get(s) for s in tape.x_in]
+        self._backward_outside_loop([e for e in tape.entries if e.kind == CONST], {},
+                                    g_const)
+        result = list(g_carry) + [g_x.get(s) for s in tape.x_in]
         result += [g_const.get(s) for s, _ in tape.consts]
         return tuple(result)
 
-    def _compile_backward(self, deferred: dict):
-        """One backward step as straight-line Python over the loop's ops in reverse:
-        back(kept, *g_new_carry, *g_y) -> (g_carry, g_batch, g_const), the gradients of the
-        step's carry (handed to the step before), of the per-step values read from whole
-        (T, ...) arrays and of the constants. Each op's saved attributes for the step are
-        put back, then its own backward runs. `self.backward_source` holds the text."""
+    def _compile_backward(self, deferred: dict, y_present: list):
+        """The backward loop over a chunk of steps, in reverse, as straight-line Python:
+        back(steps, t0, saved, free, recompute, g_ys, g_batch, *g_carry) -> (the gradient of
+        the carry before the chunk, the constants' gradients summed over the chunk). Each
+        op's saved attributes for the step are put back, then its own backward runs; the
+        carry's gradient is handed from step t to step t-1. Per-step gradients of the values
+        of ops that left the loop go into g_batch[j][i]. `self.backward_source` holds the
+        text. Returns (back, the slots of g_batch, the slot of each constant's sum)."""
         tape, shapes, dtypes, need = self.tape, self.tape.shapes, self.tape.dtypes, self.tape.need
         mixed = len({dtypes[s] for s in range(len(shapes)) if need[s]}) > 1
-        env = {"unbroadcast": _unbroadcast, "add": _add_into}
-        seeds = [f"c{i}" for i in range(len(tape.carry_out))]
-        y_grads = [f"y{i}" for i in range(len(tape.y_out))]
-        lines = [f"def back(kept, {', '.join(seeds + y_grads)}):"]
-        slots = sorted({s for s in range(len(shapes)) if need[s]} | set(tape.carry_in))
-        lines += [f"    g{s} = None" for s in slots]
-        for s, g in zip(tape.carry_out + tape.y_out, seeds + y_grads):
+        env = {"unbroadcast": _unbroadcast}
+        carry = [f"c{i}" for i in range(len(tape.carry_out))]
+        batch_slots = [s for s in self.per_step if need[s]]
+        ys = [j for j, present in enumerate(y_present) if present]
+        lines = [f"def back(steps, t0, saved, free, recompute, g_ys, g_batch, "
+                 f"{''.join(c + ', ' for c in carry)}):"]
+        if ys:
+            lines.append("    " + "".join(f"gy{j}, " for j in ys) + "= g_ys")
+        if batch_slots:
+            lines.append("    " + "".join(f"gb{s}, " for s in batch_slots) + "= g_batch")
+        sites = []  # (name of the local sum, constant slot)
+        body = []
+
+        def gets(s, value, owned=False):
+            """Code adding `value` into the gradient of slot s."""
+            if tape.kinds[s] == CONST:  # summed over the steps, in the broadcast shape
+                name = f"sum{len(sites)}"
+                sites.append((name, s))
+                return [f"if {name} is None:", f"    {name} = {value}"
+                        + ("" if owned else ".copy()"), "else:", f"    {name} += {value}"]
+            return [f"g{s} = {value} if g{s} is None else g{s} + {value}"]
+
+        slots = sorted({s for s in range(len(shapes)) if need[s] and tape.kinds[s] != CONST}
+                       | set(tape.carry_in))
+        body += [f"g{s} = None" for s in slots if tape.kinds[s] != CONST]
+        for i, s in enumerate(tape.carry_out):
             if need[s]:
-                env[f"shape{s}"] = shapes[s]
-                lines.append(f"    g{s} = add(g{s}, {g}, shape{s})")
+                body += [f"if c{i} is not None:"] + ["    " + x for x in gets(s, f"c{i}")]
+        for j, s in enumerate(tape.y_out):
+            if need[s] and y_present[j]:
+                body += gets(s, f"gy{j}[t]")
         for k in range(len(self.loop) - 1, -1, -1):
             e = self.loop[k]
-            needs = deferred[k][2] if k in deferred else e.needs
+            needs = (e.needs[0],) + (False,) * (len(e.ins) - 1) if k in deferred else e.needs
             wanted = [(i, s) for i, (s, n) in enumerate(zip(e.ins, needs)) if n]
             if not wanted and k not in deferred:
                 continue
-            env[f"attrs{k}"], env[f"op{k}"] = e.fn.__dict__, e.fn.backward
+            env[f"fn{k}"], env[f"op{k}"] = e.fn, e.fn.backward
             g_out = "[" + ", ".join(f"g{o}" for o in e.outs) + "]" if e.multi \
                 else f"g{e.outs[0]}"
             present = " or ".join(f"g{o} is not None" for o in e.outs)
-            lines += [f"    if {present}:  # {e.cls.__name__}",
-                      f"        attrs{k}.update(kept[{k}])"]
+            op_lines = [f"d = kept[{k}]"]
             if k in self.layouts:
                 env[f"layout{k}"] = self.layouts[k]
-                lines.append(f"        attrs{k}['b'] = layout{k}")
+                op_lines.append(f"d['b'] = layout{k}")
             if k in deferred:
-                env[f"needs{k}"] = deferred[k][2]
+                env[f"needs{k}"] = needs
                 env[f"stash_a{k}"], env[f"stash_dy{k}"] = (deferred[k][0].append,
                                                            deferred[k][1].append)
-                lines += [f"        attrs{k}['needs_input_grad'] = needs{k}",
-                          f"        stash_a{k}(attrs{k}['a'])", f"        stash_dy{k}({g_out})"]
-            lines += [f"        r = op{k}({g_out})",
-                      "        if type(r) is not tuple:", "            r = (r,)"]
+                op_lines += [f"d['needs_input_grad'] = needs{k}",
+                             f"stash_a{k}(d['{_STEP_OPERAND[e.cls]}'])", f"stash_dy{k}({g_out})"]
+            op_lines.append(f"fn{k}.__dict__ = d")
+            if wanted:
+                op_lines.append(f"r = op{k}({g_out})")
+                if len(e.ins) == 1:
+                    op_lines.append("r = r if type(r) is tuple else (r,)")
             for i, s in wanted:
-                constant = tape.kinds[s] == CONST
-                env[f"shape{s}"] = shapes[s]
-                lines += [f"        if r[{i}] is not None:", f"            gi = r[{i}]"]
-                if not constant:  # a constant's gradient keeps its broadcast shape (see add)
-                    lines += [f"            if gi.shape != shape{s}:",
-                              f"                gi = unbroadcast(gi, shape{s})"]
+                grad = [f"gi = r[{i}]"]
+                if not (issubclass(e.cls, _ELEMENTWISE) and shapes[s] == shapes[e.outs[0]]) \
+                        and tape.kinds[s] != CONST:
+                    env[f"shape{s}"] = shapes[s]
+                    grad += [f"if gi.shape != shape{s}:", f"    gi = unbroadcast(gi, shape{s})"]
                 if mixed:
                     env[f"dtype{s}"] = dtypes[s]
-                    lines.append(f"            gi = gi.astype(dtype{s}, copy=False)")
-                lines.append(f"            g{s} = add(g{s}, gi, shape{s})" if constant
-                             else f"            g{s} = gi if g{s} is None else g{s} + gi")
-        batch_slots = [s for s, _ in self.per_step if need[s]]
-        const_slots = [s for s, kind in enumerate(tape.kinds) if kind == CONST and need[s]]
-        carry_grads = "".join(f"g{s}, " for s in tape.carry_in)
-        lines.append(f"    return ({carry_grads}), ("
-                     + "".join(f"g{s}, " for s in batch_slots) + "), ("
-                     + "".join(f"g{s}, " for s in const_slots) + ")")
+                    grad.append(f"gi = gi.astype(dtype{s}, copy=False)")
+                grad += gets(s, "gi")
+                op_lines += [f"if r[{i}] is not None:"] + ["    " + x for x in grad]
+            body += [f"if {present}:  # {e.cls.__name__}"] + ["    " + x for x in op_lines]
+        body += ["".join(f"c{i}, " for i in range(len(carry))) + "= "
+                 + "".join(f"g{s}, " for s in tape.carry_in)] if carry else []
+        body += [f"if g{s} is not None:\n            gb{s}[i] = g{s}" for s in batch_slots]
+        lines += [f"    {name} = None" for name, _ in sites]
+        lines += ["    for t in steps:", "        i = t - t0", "        kept = saved[t]",
+                  "        if free:", "            saved[t] = None",
+                  "        if recompute is not None:",
+                  "            kept = recompute(i, kept[1], *kept[0])"]
+        lines += ["        " + x for x in body]
+        lines.append(f"    return ({''.join(c + ', ' for c in carry)}), ("
+                     + "".join(f"{name}, " for name, _ in sites) + ")")
         self.backward_source = "\n".join(lines)
         exec(self.backward_source, env)  # noqa: S102 - our own text, made from the tape
-        return env.pop("back"), batch_slots, const_slots
+        return env.pop("back"), batch_slots, [s for _, s in sites]
 
     def _flush_weight_grad(self, k: int, stash: tuple, g_const: dict) -> None:
-        """W's gradient from the stashed steps of loop op k (h_t @ W): the op's own backward,
-        once, on those steps stacked; the stash is emptied."""
-        a_list, dy_list, _ = stash
+        """W's gradient (and b's, for Linear) from the stashed steps of loop op k (h_t @ W):
+        the op's own backward, once, on those steps stacked; the stash is emptied."""
+        a_list, dy_list = stash
         if not a_list:
             return
         e, xp = self.loop[k], self.xp
         fn = e.fn
-        fn.a, fn.b = xp.concatenate(a_list), self.vals[e.ins[1]]
-        fn.needs_input_grad = (False, True)
-        slot = e.ins[1]
-        _accumulate(g_const, slot, fn.backward(xp.concatenate(dy_list))[1],
-                    self.tape.shapes[slot])
+        fn.__dict__ = dict(fn.__dict__)  # it is a step's kept dict, which a retained graph reuses
+        setattr(fn, _STEP_OPERAND[e.cls], xp.concatenate(a_list))
+        fn.needs_input_grad = (False,) + e.needs[1:]
+        grads = fn.backward(xp.concatenate(dy_list))
+        for slot, g, needed in zip(e.ins[1:], grads[1:], e.needs[1:]):
+            if needed and g is not None:
+                _accumulate(g_const, slot, g, self.tape.shapes[slot])
         a_list.clear()
         dy_list.clear()
 
-    def _backward_outside_loop(self, g_batch: dict, g_const: dict) -> None:
-        """The ops that left the loop, in reverse: those over all steps, then the ones on
-        constants alone."""
+    def _backward_outside_loop(self, entries: list, g_batch: dict, g_const: dict,
+                               n: int = 0) -> None:
+        """Backward of ops that left the loop, in reverse: those that ran over the n steps
+        of a chunk at once (their gradients in g_batch, (n, ...)), or those on constants
+        alone (W.T; gradients in g_const), after the loop."""
         tape = self.tape
-        for e in reversed(tape.entries):
-            if e.kind == CARRY or not any(e.needs):
+        for e in reversed(entries):
+            if not any(e.needs):
                 continue
             store = g_batch if e.kind == BATCH else g_const
             g_out = [store.get(s) for s in e.outs]
@@ -643,7 +730,7 @@ class _Scan(Function):
                 if gi is None or not needed:
                     continue
                 batched = tape.kinds[s] == BATCH
-                target = (self.length,) + tape.shapes[s] if batched else tape.shapes[s]
+                target = (n,) + tape.shapes[s] if batched else tape.shapes[s]
                 if gi.shape != target:
                     gi = _unbroadcast(gi, target)
                 if gi.dtype != tape.dtypes[s]:
@@ -673,8 +760,17 @@ def _by_constant_matrix(e: TapeEntry, tape: Tape) -> bool:
             and len(tape.shapes[a]) == 2 and len(tape.shapes[b]) == 2)
 
 
+# the attribute in which a matmul by a constant keeps its per-step operand (h_t, x_t)
+_STEP_OPERAND = {MatMul: "a", Linear: "x"}
+
+
 def _defers_weight_grad(e: TapeEntry, tape: Tape) -> bool:
-    """A matmul by a constant matrix whose gradient is needed."""
+    """h_t @ W (or x_t W^T + b, Linear) in the loop, by constants whose gradient is needed:
+    that gradient is summed over the steps by one matmul per chunk."""
+    if e.cls is Linear:
+        x, *weights = e.ins
+        return (tape.kinds[x] != CONST and len(tape.shapes[x]) == 2
+                and all(tape.kinds[w] == CONST for w in weights) and any(e.needs[1:]))
     return _by_constant_matrix(e, tape) and e.needs[1]
 
 

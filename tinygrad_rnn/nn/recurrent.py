@@ -330,14 +330,19 @@ class RNNBase(Module):
         b_ih, b_hh = w["b_ih"], w["b_hh"]
         if self.recurrent_bias_adds and b_hh is not None:
             b_ih, b_hh = b_ih + b_hh, None  # one bias in the input's gates, for all steps
-        x_gates = input_gates(x, w["W_ih"], b_ih, w["layer_norm"])
-        step = self._sequence_step(w, b_hh, self._recurrent_dropout_mask(x.shape[1], x))
-        xs = x_gates
+        h_mask = self._recurrent_dropout_mask(x.shape[1], x)
+        use_scan = self.fast and self._hidden_trace is None and x.shape[0] >= SCAN_MIN_STEPS
+        if use_scan:  # the step projects its x: scan runs that per chunk of steps, batched
+            step = self._sequence_step(w, b_hh, h_mask, project=(w["W_ih"], b_ih))
+            xs = x
+        else:  # the Python loop: one input projection for all steps, done here
+            step = self._sequence_step(w, b_hh, h_mask)
+            xs = input_gates(x, w["W_ih"], b_ih, w["layer_norm"])
         if lengths is not None:
             T = x.shape[0]
             valid = np.arange(T)[:, None, None] < lengths[None, :, None]  # (T, B, 1)
-            xs = (x_gates, Tensor._wrap(backend.to_device(valid, x.device)))
-        if self.fast and self._hidden_trace is None and x.shape[0] >= SCAN_MIN_STEPS:
+            xs = (xs, Tensor._wrap(backend.to_device(valid, x.device)))
+        if use_scan:
             final, outputs = scan(step, state, xs, reverse=reverse, remat=self.remat)
             return outputs, final
         on_step = None
@@ -349,18 +354,21 @@ class RNNBase(Module):
         final, outputs = scan_loop(step, state, xs, reverse=reverse, on_step=on_step)
         return outputs, final
 
-    def _sequence_step(self, w: dict, b_hh: Tensor | None, h_mask: Tensor | None):
+    def _sequence_step(self, w: dict, b_hh: Tensor | None, h_mask: Tensor | None,
+                       project: tuple | None = None):
         """The step that `scan` runs for one layer and direction: (state, x) -> (state, y).
 
-        x is the step's share of the input gates (B, G*H), or (gates, valid) with lengths=,
-        where valid (B, 1) says which sequences are still running: the others keep their
-        state and output zeros. Zoneout acts on the new state.
+        x is the step's share of the input gates (B, G*H), or, with project=(W_ih, b_ih),
+        the step's input (B, I), which the step projects itself. With lengths= x is
+        (x, valid), where valid (B, 1) says which sequences are still running: the others
+        keep their state and output zeros. Zoneout acts on the new state.
         """
         W_hh_T = w["W_hh"].T
         W_hr_T = w["W_hr"].T if w["W_hr"] is not None else None
 
         def step(state, x):
-            x_gates, valid = x if isinstance(x, tuple) else (x, None)
+            x, valid = x if isinstance(x, tuple) else (x, None)
+            x_gates = x if project is None else input_gates(x, *project, w["layer_norm"])
             new_state = self._step(x_gates, state, W_hh_T, b_hh, W_hr_T, w=w, h_mask=h_mask)
             if self.zoneout:
                 new_state = self._zoneout(state, new_state)
