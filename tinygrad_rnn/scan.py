@@ -474,9 +474,8 @@ class _Scan(Function):
         """The loop's ops for one step as lines of Python: op k's forward is env's op{k};
         values are locals v{slot}, constants k{slot}, this chunk's per-step values cur{j}[i].
         masks="record": the random ops' outputs are noted; "reuse": read back from masks."""
-        tape, lines = self.tape, []
+        lines = []
         for j, s in enumerate(self.per_step):
-            env[f"cur{j}"] = None
             lines.append(f"{indent}v{s} = cur[{j}][i]")
         for k, e in enumerate(self.loop):
             outs = ", ".join(f"v{o}" for o in e.outs) + ("," if e.multi and len(e.outs) == 1
@@ -631,6 +630,15 @@ class _Scan(Function):
                         + ("" if owned else ".copy()"), "else:", f"    {name} += {value}"]
             return [f"g{s} = {value} if g{s} is None else g{s} + {value}"]
 
+        sources = [0] * len(shapes)  # per slot: how many gradients are added into it
+        for s in tape.carry_out:
+            sources[s] += 1
+        for j, s in enumerate(tape.y_out):
+            sources[s] += y_present[j]
+        for k, e in enumerate(self.loop):
+            needs = (e.needs[0],) + (False,) * (len(e.ins) - 1) if k in deferred else e.needs
+            for s, n in zip(e.ins, needs):
+                sources[s] += n
         slots = sorted({s for s in range(len(shapes)) if need[s] and tape.kinds[s] != CONST}
                        | set(tape.carry_in))
         body += [f"g{s} = None" for s in slots if tape.kinds[s] != CONST]
@@ -666,9 +674,12 @@ class _Scan(Function):
                 if len(e.ins) == 1:
                     op_lines.append("r = r if type(r) is tuple else (r,)")
             for i, s in wanted:
+                exact = issubclass(e.cls, _ELEMENTWISE) and shapes[s] == shapes[e.outs[0]]
+                if exact and not mixed and tape.kinds[s] != CONST and sources[s] == 1:
+                    op_lines.append(f"g{s} = r[{i}]")  # its only gradient, None or not
+                    continue
                 grad = [f"gi = r[{i}]"]
-                if not (issubclass(e.cls, _ELEMENTWISE) and shapes[s] == shapes[e.outs[0]]) \
-                        and tape.kinds[s] != CONST:
+                if not exact and tape.kinds[s] != CONST:
                     env[f"shape{s}"] = shapes[s]
                     grad += [f"if gi.shape != shape{s}:", f"    gi = unbroadcast(gi, shape{s})"]
                 if mixed:

@@ -34,7 +34,8 @@ class Mul(Function):
         return a * b
 
     def backward(self, dy):
-        return dy * self.b, dy * self.a
+        need_a, need_b = getattr(self, "needs_input_grad", (True, True))
+        return (dy * self.b if need_a else None), (dy * self.a if need_b else None)
 
 
 class Div(Function):
@@ -151,11 +152,16 @@ class Sigmoid(Function):
     dx = dy * y * (1 - y)."""
 
     def forward(self, x):
-        self.y = self.xp.tanh(x * 0.5) * 0.5 + 0.5
-        return self.y
+        y = self.xp.tanh(x * 0.5)
+        y *= 0.5  # in place: two arrays instead of four, the same numbers
+        y += 0.5
+        self.y = y
+        return y
 
     def backward(self, dy):
-        return dy * self.y * (1 - self.y)
+        g = 1 - self.y
+        g *= self.y
+        return g * dy
 
 
 class Relu(Function):

@@ -144,32 +144,35 @@ class Split(Function):
     """ys = x cut along axis into pieces of the given sizes (views);  dx = the dys concatenated,
     zeros for pieces that got no gradient."""
 
+    in_shape = None
+
     def __init__(self, sizes, axis: int = 0):
         self.sizes, self.axis = list(sizes), axis
         self.num_outputs = len(self.sizes)
 
     def forward(self, x):
-        self.in_shape = x.shape
-        self.axis %= x.ndim
-        pieces, start = [], 0
-        for size in self.sizes:
-            index = [slice(None)] * x.ndim
-            index[self.axis] = slice(start, start + size)
-            pieces.append(x[tuple(index)])
-            start += size
-        return tuple(pieces)
+        if x.shape != self.in_shape:  # made once: the steps of a recorded loop reuse it
+            self.in_shape = x.shape
+            self.axis %= x.ndim
+            lead, start, self.index = (slice(None),) * self.axis, 0, []
+            for size in self.sizes:
+                self.index.append(lead + (slice(start, start + size),))
+                start += size
+        return tuple([x[i] for i in self.index])
 
     def backward(self, dys):
         xp = self.xp
-        dtype = next(g.dtype for g in dys if g is not None)
-        filled = []
-        for size, g in zip(self.sizes, dys):
-            if g is None:
-                shape = list(self.in_shape)
-                shape[self.axis] = size
-                g = xp.zeros(shape, dtype=dtype)
-            filled.append(g)
-        return xp.concatenate(filled, axis=self.axis)
+        if any(g is None for g in dys):
+            dtype = next(g.dtype for g in dys if g is not None)
+            filled = []
+            for size, g in zip(self.sizes, dys):
+                if g is None:
+                    shape = list(self.in_shape)
+                    shape[self.axis] = size
+                    g = xp.zeros(shape, dtype=dtype)
+                filled.append(g)
+            dys = filled
+        return xp.concatenate(dys, axis=self.axis)
 
 
 class Unbind(Function):
