@@ -569,9 +569,14 @@ class _Scan(Function):
             t0, n = min(steps), len(steps)
             if self.remat:
                 self._run_batch(t0, n)
-            g_chunk = {s: xp.zeros((n,) + shapes[s], dtype=dtypes[s]) for s in batch_slots}
-            g_carry, sums = back(steps[::-1], t0, self.saved, free, recompute, g_ys,
-                                 [g_chunk[s] for s in batch_slots], *g_carry)
+            per_step = [[None] * n for _ in batch_slots]  # gradients at each step of the chunk
+            g_carry, sums = back(steps[::-1], t0, self.saved, free, recompute, g_ys, per_step,
+                                 *g_carry)
+            g_chunk = {}  # slot -> (n, ...) gradient of a value of the ops that left the loop
+            for s, grads in zip(batch_slots, per_step):
+                if any(g is not None for g in grads):
+                    zero = xp.zeros(shapes[s], dtype=dtypes[s])
+                    g_chunk[s] = xp.stack([zero if g is None else g for g in grads])
             for s, total in zip(const_sites, sums):
                 if total is not None:
                     _accumulate(g_const, s, total, shapes[s])
@@ -604,7 +609,7 @@ class _Scan(Function):
         the carry before the chunk, the constants' gradients summed over the chunk). Each
         op's saved attributes for the step are put back, then its own backward runs; the
         carry's gradient is handed from step t to step t-1. Per-step gradients of the values
-        of ops that left the loop go into g_batch[j][i]. `self.backward_source` holds the
+        of ops that left the loop go into the lists g_batch[j][i]. `self.backward_source` holds the
         text. Returns (back, the slots of g_batch, the slot of each constant's sum)."""
         tape, shapes, dtypes, need = self.tape, self.tape.shapes, self.tape.dtypes, self.tape.need
         mixed = len({dtypes[s] for s in range(len(shapes)) if need[s]}) > 1
@@ -690,7 +695,7 @@ class _Scan(Function):
             body += [f"if {present}:  # {e.cls.__name__}"] + ["    " + x for x in op_lines]
         body += ["".join(f"c{i}, " for i in range(len(carry))) + "= "
                  + "".join(f"g{s}, " for s in tape.carry_in)] if carry else []
-        body += [f"if g{s} is not None:\n            gb{s}[i] = g{s}" for s in batch_slots]
+        body += [f"gb{s}[i] = g{s}" for s in batch_slots]
         lines += [f"    {name} = None" for name, _ in sites]
         lines += ["    for t in steps:", "        i = t - t0", "        kept = saved[t]",
                   "        if free:", "            saved[t] = None",
