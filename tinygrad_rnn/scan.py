@@ -41,6 +41,7 @@ internals during backward: memory O(T x carry) plus one step, for about one more
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,6 +118,10 @@ class TapeEntry:
     fn: Function | None = None  # the op object that serves every step
     kind: str = CARRY  # CARRY: runs in the loop; BATCH: once over all steps; CONST: once
     needs: tuple = ()  # per input: does its slot need a gradient?
+    # what the op's forward stored, when that is no array (shapes, slices: Add stores
+    # nothing, Split its index); None when it stored arrays. Such an op's attributes are the
+    # same at every step, so the loop neither keeps nor restores them per step.
+    shape_state: dict | None = None
 
 
 @dataclass
@@ -174,14 +179,19 @@ class _Recorder:
                 "recorded step is replayed on arrays, so it cannot branch on values or take "
                 "them out of Tensor ops (use tg.where for a choice made per element)")
 
-    def record(self, fn_cls, params, inputs, result) -> None:
+    def record(self, fn, params, inputs, result) -> None:
+        fn_cls = type(fn)
         ins = [self.slot_of(t) for t in inputs]
         multi = isinstance(result, tuple)
         # CONST here means "computed from constants only"; _plan decides where it runs
         varies = fn_cls.random or any(self.tape.kinds[s] != CONST for s in ins)
         kind = CARRY if varies else CONST
         outs = [self.add(t, kind) for t in (result if multi else (result,))]
-        self.tape.entries.append(TapeEntry(fn_cls, dict(params), ins, outs, multi))
+        state = {k: v for k, v in fn.__dict__.items() if k != "xp"}
+        if any(hasattr(v, "shape") and hasattr(v, "dtype") for v in state.values()):
+            state = None
+        self.tape.entries.append(TapeEntry(fn_cls, dict(params), ins, outs, multi,
+                                           shape_state=state))
 
 
 def _as_tuple(value, what: str) -> tuple:
@@ -259,6 +269,15 @@ def _same_value(a, b) -> bool:
     return bool(backend.get_array_module(a).array_equal(a, b))
 
 
+def _equal_states(a: dict | None, b: dict | None) -> bool:
+    if a is None or b is None:
+        return False
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):
+        return False
+
+
 def _check_same(first: Tape, second: Tape) -> None:
     """Two recordings at consecutive steps must be the same program on the same constants."""
     if len(first.entries) != len(second.entries):
@@ -279,6 +298,8 @@ def _check_same(first: Tape, second: Tape) -> None:
                 f"scan: op {k} of the step differs between two steps ({a.cls.__name__} "
                 f"{a.params} then {b.cls.__name__} {b.params}); Python control flow or "
                 "settings that depend on values cannot be replayed")
+        if not _equal_states(a.shape_state, b.shape_state):
+            a.shape_state = None  # what it stores changes from step to step: keep it per step
         for slot in a.ins:
             t0, t1 = const_of[0].get(slot), const_of[1].get(slot)
             if t0 is None or t0 is t1:
@@ -501,7 +522,8 @@ class _Scan(Function):
         items = []
         for k, e in enumerate(self.loop):
             env[f"fn{k}"] = e.fn  # (backward sets its __dict__ to a step's kept one)
-            items.append(f"fn{k}.__dict__.copy()" if any(e.needs) else "None")
+            keeps = any(e.needs) and e.shape_state is None
+            items.append(f"fn{k}.__dict__.copy()" if keeps else "None")
         return "(" + "".join(f"{item}, " for item in items) + ")"
 
     def _compile_forward(self, mode: str | None, ys: list):
@@ -531,8 +553,7 @@ class _Scan(Function):
                      for s in tape.carry_out]
         lines += [f"        {carry}= {', '.join(new_carry)},", f"    return ({carry})"]
         self.forward_source = "\n".join(lines)
-        exec(self.forward_source, env)  # noqa: S102 - our own text, made from the tape
-        return env.pop("run")  # popped: the function's globals must not hold the function
+        return _define(self.forward_source, env, "run")
 
     def _compile_recompute(self):
         """remat's recomputation of one step: recompute(i, masks, *carry) -> what the loop's
@@ -542,8 +563,7 @@ class _Scan(Function):
         lines = [f"def recompute(i, masks, {carry}):"]
         lines += self._step_lines(env, "reuse", "    ")
         lines.append(f"    return {self._kept_tuple(env)}")
-        exec("\n".join(lines), env)  # noqa: S102 - our own text, made from the tape
-        return env.pop("recompute")
+        return _define("\n".join(lines), env, "recompute")
 
     # ----------------------------------------------------------------- backward
 
@@ -663,7 +683,8 @@ class _Scan(Function):
             g_out = "[" + ", ".join(f"g{o}" for o in e.outs) + "]" if e.multi \
                 else f"g{e.outs[0]}"
             present = " or ".join(f"g{o} is not None" for o in e.outs)
-            op_lines = [f"d = kept[{k}]"]
+            restore = e.shape_state is None or k in deferred or k in self.layouts
+            op_lines = [f"d = kept[{k}]"] if restore else []
             if k in self.layouts:
                 env[f"layout{k}"] = self.layouts[k]
                 op_lines.append(f"d['b'] = layout{k}")
@@ -673,13 +694,15 @@ class _Scan(Function):
                                                            deferred[k][1].append)
                 op_lines += [f"d['needs_input_grad'] = needs{k}",
                              f"stash_a{k}(d['{_STEP_OPERAND[e.cls]}'])", f"stash_dy{k}({g_out})"]
-            op_lines.append(f"fn{k}.__dict__ = d")
+            if restore:
+                op_lines.append(f"fn{k}.__dict__ = d")
             if wanted:
                 op_lines.append(f"r = op{k}({g_out})")
-                if len(e.ins) == 1:
+                if len(e.ins) == 1:  # its gradient may come alone or in a 1-tuple
                     op_lines.append("r = r if type(r) is tuple else (r,)")
             for i, s in wanted:
-                exact = issubclass(e.cls, _ELEMENTWISE) and shapes[s] == shapes[e.outs[0]]
+                exact = (issubclass(e.cls, _ELEMENTWISE) and shapes[s] == shapes[e.outs[0]]
+                         or _by_constant_matrix(e, tape))  # gradients of the input's shape
                 if exact and not mixed and tape.kinds[s] != CONST and sources[s] == 1:
                     op_lines.append(f"g{s} = r[{i}]")  # its only gradient, None or not
                     continue
@@ -705,8 +728,7 @@ class _Scan(Function):
         lines.append(f"    return ({''.join(c + ', ' for c in carry)}), ("
                      + "".join(f"{name}, " for name, _ in sites) + ")")
         self.backward_source = "\n".join(lines)
-        exec(self.backward_source, env)  # noqa: S102 - our own text, made from the tape
-        return env.pop("back"), batch_slots, [s for _, s in sites]
+        return _define(self.backward_source, env, "back"), batch_slots, [s for _, s in sites]
 
     def _flush_weight_grad(self, k: int, stash: tuple, g_const: dict) -> None:
         """W's gradient (and b's, for Linear) from the stashed steps of loop op k (h_t @ W):
@@ -788,6 +810,20 @@ def _defers_weight_grad(e: TapeEntry, tape: Tape) -> bool:
         return (tape.kinds[x] != CONST and len(tape.shapes[x]) == 2
                 and all(tape.kinds[w] == CONST for w in weights) and any(e.needs[1:]))
     return _by_constant_matrix(e, tape) and e.needs[1]
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str):
+    """Python's compilation of a written-out loop, kept: the same tape gives the same text
+    at every call (a layer's every forward), and compiling it costs about 0.2 ms."""
+    return compile(source, "<tg.scan>", "exec")
+
+
+def _define(source: str, env: dict, name: str):
+    """The function `name` that `source` defines, with env as its globals (the ops and the
+    values it reads). Popped from env: the function's globals must not hold the function."""
+    exec(_compiled(source), env)  # noqa: S102 - our own text, made from the tape
+    return env.pop(name)
 
 
 def _run(e: TapeEntry, vals: list) -> None:
