@@ -348,3 +348,89 @@ def test_batched_forms_of_x_only_ops_give_the_loop_numbers(device, rng):
     expected = _run(False, step, h0, (x, tokens), leaves)
     got = _run(True, step, h0, (x, tokens), leaves)
     _assert_same(got, expected)
+
+
+class _ScaledBySign(tg.ops.Function):
+    """y = x * s with s = +1 or -1 from the sign of x's sum: a Python float (no array) that
+    its forward stores and that changes from step to step."""
+
+    def forward(self, x):
+        self.scale = 1.0 if float(x.sum()) >= 0 else -1.0
+        return x * self.scale
+
+    def backward(self, dy):
+        return dy * self.scale
+
+
+def test_op_settings_stored_per_step_without_arrays_are_kept_per_step(rng):
+    """An op that stores a value made from its input (not an array) gets it back for each
+    step's backward: only ops that declare `stores_shapes_only` share one set of attributes
+    over the steps."""
+    W = _tensor(rng, (H, H), "cpu")
+    x = _tensor(rng, (T, B, H), "cpu", scale=2.0)
+    h0 = _tensor(rng, (B, H), "cpu")
+
+    def step(h, x_t):
+        h = tg.apply_op(_ScaledBySign, (h @ W + x_t).tanh())
+        return h, h
+    shared = {e.cls.__name__: e.cls.stores_shapes_only
+              for e in tg.trace_step(step, h0, x).entries}
+    assert shared == {"MatMul": False, "Add": True, "Tanh": False, "_ScaledBySign": False}
+    _assert_same(_run(True, step, h0, x, [x, h0, W]), _run(False, step, h0, x, [x, h0, W]))
+
+
+def test_final_carry_and_ys_do_not_share_memory(rng):
+    """The next step reads a carry that is also a y from ys; the final carry is a copy."""
+    W = _tensor(rng, (H, H), "cpu")
+    x = _tensor(rng, (T, B, H), "cpu")
+
+    def step(h, x_t):
+        h = (h @ W + x_t).tanh()
+        return h, h
+    h, ys = tg.scan(step, _tensor(rng, (B, H), "cpu"), x)
+    assert not np.shares_memory(h.data, ys.data)
+    np.testing.assert_array_equal(h.numpy(), ys.numpy()[-1])
+
+
+@pytest.mark.parametrize("options, at_most", [({}, 0.65), ({"layer_norm": True}, 0.5)])
+def test_remat_keeps_the_carries_and_one_chunk(options, at_most):
+    """With remat=True only the carries (and one chunk of 16 steps) are held between forward
+    and backward: the peak memory of a training step falls well below the one without."""
+    import tracemalloc
+    x = tg.Tensor(np.random.default_rng(0).standard_normal((128, 32, 8), dtype=np.float32),
+                  requires_grad=True)
+
+    def peak(remat):
+        layer = tg.nn.LSTM(8, 128, fast="scan", remat=remat, **options)
+        layer(x)[0].sum().backward()  # warm-up
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            layer(x)[0].sum().backward()
+            return tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    assert peak(True) < at_most * peak(False)
+
+
+def test_ops_that_declare_stores_shapes_only_store_no_array(rng):
+    """`stores_shapes_only` lets tg.scan share one op's attributes over all steps: checked
+    for every op that declares it, on two calls with different values."""
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    calls = {tg.ops.Add: ({}, (a, b)), tg.ops.Sub: ({}, (a, b)), tg.ops.Neg: ({}, (a,)),
+             tg.ops.Reshape: ({"shape": (4, 3)}, (a,)), tg.ops.Permute: ({"axes": (1, 0)}, (a,)),
+             tg.ops.Concat: ({"axis": 1}, (a, b)), tg.ops.Split: ({"sizes": [1, 3], "axis": 1},
+                                                                (a,))}
+    declared = {cls for cls in vars(tg.ops).values() if isinstance(cls, type)
+                and issubclass(cls, tg.ops.Function) and cls.stores_shapes_only}
+    assert declared == set(calls)
+    for cls, (params, arrays) in calls.items():
+        fn = cls(**params)
+        fn.xp = np
+        fn.forward(*arrays)
+        first = dict(fn.__dict__)
+        fn.forward(*(x * 2.0 + 1.0 for x in arrays))
+        stored = [v for k, v in fn.__dict__.items() if k != "xp"]
+        assert not any(isinstance(v, np.ndarray) for v in stored), cls.__name__
+        assert fn.__dict__ == first, cls.__name__

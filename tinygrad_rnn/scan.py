@@ -118,10 +118,6 @@ class TapeEntry:
     fn: Function | None = None  # the op object that serves every step
     kind: str = CARRY  # CARRY: runs in the loop; BATCH: once over all steps; CONST: once
     needs: tuple = ()  # per input: does its slot need a gradient?
-    # what the op's forward stored, when that is no array (shapes, slices: Add stores
-    # nothing, Split its index); None when it stored arrays. Such an op's attributes are the
-    # same at every step, so the loop neither keeps nor restores them per step.
-    shape_state: dict | None = None
 
 
 @dataclass
@@ -179,19 +175,14 @@ class _Recorder:
                 "recorded step is replayed on arrays, so it cannot branch on values or take "
                 "them out of Tensor ops (use tg.where for a choice made per element)")
 
-    def record(self, fn, params, inputs, result) -> None:
-        fn_cls = type(fn)
+    def record(self, fn_cls, params, inputs, result) -> None:
         ins = [self.slot_of(t) for t in inputs]
         multi = isinstance(result, tuple)
         # CONST here means "computed from constants only"; _plan decides where it runs
         varies = fn_cls.random or any(self.tape.kinds[s] != CONST for s in ins)
         kind = CARRY if varies else CONST
         outs = [self.add(t, kind) for t in (result if multi else (result,))]
-        state = {k: v for k, v in fn.__dict__.items() if k != "xp"}
-        if any(hasattr(v, "shape") and hasattr(v, "dtype") for v in state.values()):
-            state = None
-        self.tape.entries.append(TapeEntry(fn_cls, dict(params), ins, outs, multi,
-                                           shape_state=state))
+        self.tape.entries.append(TapeEntry(fn_cls, dict(params), ins, outs, multi))
 
 
 def _as_tuple(value, what: str) -> tuple:
@@ -269,15 +260,6 @@ def _same_value(a, b) -> bool:
     return bool(backend.get_array_module(a).array_equal(a, b))
 
 
-def _equal_states(a: dict | None, b: dict | None) -> bool:
-    if a is None or b is None:
-        return False
-    try:
-        return bool(a == b)
-    except (ValueError, TypeError):
-        return False
-
-
 def _check_same(first: Tape, second: Tape) -> None:
     """Two recordings at consecutive steps must be the same program on the same constants."""
     if len(first.entries) != len(second.entries):
@@ -298,8 +280,6 @@ def _check_same(first: Tape, second: Tape) -> None:
                 f"scan: op {k} of the step differs between two steps ({a.cls.__name__} "
                 f"{a.params} then {b.cls.__name__} {b.params}); Python control flow or "
                 "settings that depend on values cannot be replayed")
-        if not _equal_states(a.shape_state, b.shape_state):
-            a.shape_state = None  # what it stores changes from step to step: keep it per step
         for slot in a.ins:
             t0, t1 = const_of[0].get(slot), const_of[1].get(slot)
             if t0 is None or t0 is t1:
@@ -522,7 +502,7 @@ class _Scan(Function):
         items = []
         for k, e in enumerate(self.loop):
             env[f"fn{k}"] = e.fn  # (backward sets its __dict__ to a step's kept one)
-            keeps = any(e.needs) and e.shape_state is None
+            keeps = any(e.needs) and not e.cls.stores_shapes_only
             items.append(f"fn{k}.__dict__.copy()" if keeps else "None")
         return "(" + "".join(f"{item}, " for item in items) + ")"
 
@@ -683,7 +663,7 @@ class _Scan(Function):
             g_out = "[" + ", ".join(f"g{o}" for o in e.outs) + "]" if e.multi \
                 else f"g{e.outs[0]}"
             present = " or ".join(f"g{o} is not None" for o in e.outs)
-            restore = e.shape_state is None or k in deferred or k in self.layouts
+            restore = not e.cls.stores_shapes_only or k in deferred or k in self.layouts
             op_lines = [f"d = kept[{k}]"] if restore else []
             if k in self.layouts:
                 env[f"layout{k}"] = self.layouts[k]

@@ -639,7 +639,7 @@ def _apply(fn_cls, *inputs: Tensor, **params):
     else:
         result = Tensor._wrap(out, True, fn, 0) if record else Tensor._wrap(out)
     if _tracer is not None:  # tg.scan is recording a step function: show it this op
-        _tracer.record(fn, params, inputs, result)
+        _tracer.record(fn_cls, params, inputs, result)
     return result
 
 

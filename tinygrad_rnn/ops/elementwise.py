@@ -9,6 +9,8 @@ from .function import Function
 class Add(Function):
     """y = a + b;  da = dy, db = dy."""
 
+    stores_shapes_only = True
+
     def forward(self, a, b):
         return a + b
 
@@ -18,6 +20,8 @@ class Add(Function):
 
 class Sub(Function):
     """y = a - b;  da = dy, db = -dy."""
+
+    stores_shapes_only = True
 
     def forward(self, a, b):
         return a - b
@@ -53,6 +57,8 @@ class Div(Function):
 
 class Neg(Function):
     """y = -x;  dx = -dy."""
+
+    stores_shapes_only = True
 
     def forward(self, x):
         return -x

@@ -28,6 +28,10 @@ class Function:
     xp = None  # set per instance by the engine
     differentiable = True  # False: outputs never need a gradient (masks, comparisons)
     random = False  # True: draws from a generator, so a replayed step must call it again
+    # True: forward stores no array, only what the input shapes and the settings fix (Add
+    # stores nothing, Split its index), so tg.scan lets one set of attributes serve every
+    # step instead of keeping a copy per step
+    stores_shapes_only = False
 
     def forward(self, *arrays):
         raise NotImplementedError

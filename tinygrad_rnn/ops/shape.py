@@ -10,6 +10,8 @@ from .function import Function
 class Reshape(Function):
     """y = x.reshape(shape);  dx = dy.reshape(x.shape)."""
 
+    stores_shapes_only = True
+
     def __init__(self, shape):
         self.shape = shape
 
@@ -23,6 +25,8 @@ class Reshape(Function):
 
 class Permute(Function):
     """y = x.transpose(axes);  dx = dy transposed by the inverse permutation."""
+
+    stores_shapes_only = True
 
     def __init__(self, axes):
         self.axes = tuple(axes)
@@ -107,6 +111,8 @@ class Embedding(Function):
 class Concat(Function):
     """y = concatenate(xs, axis);  each dx_i is its slice of dy."""
 
+    stores_shapes_only = True
+
     def __init__(self, axis: int = 0):
         self.axis = axis
 
@@ -144,6 +150,7 @@ class Split(Function):
     """ys = x cut along axis into pieces of the given sizes (views);  dx = the dys concatenated,
     zeros for pieces that got no gradient."""
 
+    stores_shapes_only = True
     in_shape = None
 
     def __init__(self, sizes, axis: int = 0):
