@@ -212,7 +212,7 @@ def test_to_dot_of_a_traced_lstm_step():
     by_label = {label: name for name, label in nodes.items()}
     assert "fillcolor=lightgrey" in attributes[by_label["0.5"]]
     assert "fillcolor" not in attributes[by_label["W_hh (16, 4)"]]
-    # one box per op; x @ W_ih^T runs once over all steps, h @ W_hh^T in the loop
+    # one box per op; x @ W_ih^T runs on many steps at once, h @ W_hh^T in the loop
     boxes = [name for name, text in attributes.items() if "shape=box" in text]
     assert len(boxes) == len(tape.entries)
     matmuls = [name for name in boxes if nodes[name] == "MatMul (2, 16)"]
@@ -220,7 +220,7 @@ def test_to_dot_of_a_traced_lstm_step():
     hoisted = next(m for m in matmuls if (by_label["x[0] (2, 3)"], m) in edges)
     in_loop = next(m for m in matmuls if (by_label["carry[0] (2, 4)"], m) in edges)
     assert "dashed" in attributes[hoisted] and "dashed" not in attributes[in_loop]
-    assert "once over all steps" in dot  # the legend says what dashed means
+    assert "on many steps at once" in dot  # the legend says what dashed means
     # W^T is computed once, on the weights alone
     transposes = [name for name in boxes if nodes[name].startswith("Permute")]
     assert transposes and all("dotted" in attributes[name] for name in transposes)

@@ -158,7 +158,7 @@ def test_loop_invariant_work_leaves_the_loop(rng):
         return h, h
     tape = tg.trace_step(step, h0, x)
     kinds = {(e.cls.__name__, e.kind) for e in tape.entries}
-    assert ("MatMul", BATCH) in kinds  # x_t @ W_x: one matmul over all steps
+    assert ("MatMul", BATCH) in kinds  # x_t @ W_x: one matmul per chunk of steps
     assert ("Permute", CONST) in kinds  # U.T: once
     assert ("MatMul", CARRY) in kinds and ("Tanh", CARRY) in kinds  # the recurrence
 
@@ -316,7 +316,7 @@ def test_scan_leaves_no_reference_cycles(remat):
 
 
 def test_batched_forms_of_x_only_ops_give_the_loop_numbers(device, rng):
-    """A step full of ops on x alone: each runs once over all steps (kind "batch") and the
+    """A step full of ops on x alone: each runs on many steps at once (kind "batch") and the
     numbers, gradients included, are the Python loop's."""
     n_tokens = 7
     W = _tensor(rng, (6, I), device)

@@ -218,7 +218,7 @@ def to_dot(graph: Tensor | Tape, names: dict | None = None) -> str:
     For a Tape, one step of the scan: the cell's equations as a picture. The step's inputs
     carry[i] and x[i] and the tensors it reads from outside (weights; scalar constants in
     grey) are ellipses, each op a box with its op name and per-step output shape, drawn by
-    where the scan runs it: in the loop at every step (plain box), once over all steps
+    where the scan runs it: in the loop at every step (plain box), on many steps at once
     ("batch", blue dashed box) or once on constants alone ("const", grey dotted box). The
     step's outputs carry'[i] and y[i] are double ellipses; the graph's label is the legend.
 
@@ -295,7 +295,7 @@ _TAPE_OP_STYLE = {
     CONST: ', style="filled,dotted", fillcolor=lightgrey',
 }
 _TAPE_LEGEND = ("one step of tg.scan. Plain boxes: ops run in the loop, at every step. "
-                "Blue dashed boxes: run once over all steps (batch). Grey dotted boxes: run "
+                "Blue dashed boxes: run on many steps at once (batch). Grey dotted boxes: run "
                 "once, on constants (const). Double ellipses: the step's outputs.")
 
 

@@ -27,16 +27,17 @@ node of the graph:
 
 Checks, broadcasting bookkeeping and ordering are settled once, when the tape is made. Ops
 that do not depend on the carry leave the loop: those on tensors from outside the step
-alone (a weight's transpose) run once; those on the step's x and such tensors run once over
-all T steps at once (a step's `x @ W` becomes one big matmul), when the op has a batched
-form (elementwise ops, matmul, reshapes, reductions over given axes, ...).
+alone (a weight's transpose) run once; those on the step's x and such tensors run on many
+steps at once, a chunk of 16 steps at a time (a step's `x @ W` becomes one big matmul per
+chunk), when the op has a batched form (elementwise ops, matmul, reshapes, reductions over
+given axes, ...). Only a chunk's worth of their values and gradients exists at any time.
 
 Tensors the step reads by closure (weights) get their gradients like any other use. Ops that
 draw random numbers (dropout, zoneout) are called again at every step, in the loop's order,
 so the same seed gives the same numbers as the Python loop.
 
 remat=True keeps only each step's carry (and random masks) and recomputes a step's
-internals during backward: memory O(T x carry) plus one step, for about one more forward.
+internals during backward: memory O(T x carry) plus one chunk, for about one more forward.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ class TapeEntry:
     outs: list
     multi: bool
     fn: Function | None = None  # the op object that serves every step
-    kind: str = CARRY  # CARRY: runs in the loop; BATCH: once over all steps; CONST: once
+    kind: str = CARRY  # CARRY: in the loop; BATCH: on a chunk of steps at once; CONST: once
     needs: tuple = ()  # per input: does its slot need a gradient?
 
 
@@ -348,7 +349,7 @@ def _batched_params(e: TapeEntry, tape: Tape, kinds: list):
 
 
 def _plan(tape: Tape, xp, grad_slots: set) -> None:
-    """Decide where each op runs (loop, once over all steps, once) and which inputs need a
+    """Decide where each op runs (loop, on chunks of steps, once) and which inputs need a
     gradient; make the op objects."""
     kinds = list(tape.kinds)
     for e in tape.entries:
@@ -897,8 +898,8 @@ def trace_step(step, init, xs=None, *, length: int | None = None,
     """The tape `scan` would replay for these arguments, without running the loop.
 
     Tape.entries lists the step's ops in order (each with its op class, settings, the slots
-    it reads and writes, and where it runs: "carry" in the loop, "batch" once over all
-    steps, "const" once); diagnostics.to_dot(tape) draws it: the cell's equations as a
+    it reads and writes, and where it runs: "carry" in the loop, "batch" on chunks
+    of steps at once, "const" once); diagnostics.to_dot(tape) draws it: the cell's equations as a
     picture.
     """
     return _prepare(step, init, xs, length, reverse)[0]
