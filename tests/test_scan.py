@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,16 @@ import tinygrad_rnn as tg
 from tinygrad_rnn import functional as F
 from tinygrad_rnn.scan import BATCH, CARRY, CONST
 
-T, B, I, H = 40, 3, 4, 5  # T > 16: the weight gradient of h @ W is taken in several chunks
+T, B, I, H = 40, 3, 4, 5
+SCAN = sys.modules["tinygrad_rnn.scan"]  # the module (tg.scan is the function)
+
+
+@pytest.fixture(autouse=True)
+def chunks_of_16_steps(monkeypatch):
+    """Chunks of 16 steps (16, 16 and 8 for T=40), as for a large carry: the batched ops, their
+    gradients and the chunked weight gradients cross chunk boundaries (a carry as small as
+    these tests' would otherwise take 128 steps per chunk)."""
+    monkeypatch.setattr(SCAN, "_CHUNK_MAX", 16)
 
 
 def _tensor(rng, shape, device, dtype=np.float64, scale=0.5):
@@ -434,3 +445,20 @@ def test_ops_that_declare_stores_shapes_only_store_no_array(rng):
         stored = [v for k, v in fn.__dict__.items() if k != "xp"]
         assert not any(isinstance(v, np.ndarray) for v in stored), cls.__name__
         assert fn.__dict__ == first, cls.__name__
+
+
+@pytest.mark.parametrize("batch, hidden, steps", [(64, 512, 16), (64, 256, 32), (8, 32, 128)])
+def test_chunks_are_longer_for_small_carries(monkeypatch, batch, hidden, steps):
+    """At least 16 steps per chunk (BLAS at full speed), up to 128 when the carry is small
+    (2**19 carry elements per chunk), so that a chunk's own calls weigh little on tiny
+    steps."""
+    monkeypatch.undo()  # the module's own sizes
+
+    def step(h, x):
+        h = (h @ W + x).tanh()
+        return h, h
+    W = tg.zeros(hidden, hidden)
+    tape = tg.trace_step(step, tg.zeros(batch, hidden), tg.zeros(300, batch, hidden))
+    chunks = SCAN._Scan(tape, 300, reverse=True, remat=False, save=False)._chunks()
+    assert [len(c) for c in chunks[:-1]] == [steps] * (300 // steps)
+    assert [t for c in chunks for t in c] == list(range(299, -1, -1))

@@ -93,11 +93,12 @@ from .ops import (
 from .tensor import Tensor, _unbroadcast, is_grad_enabled, no_grad, stack
 
 CARRY, BATCH, CONST = "carry", "batch", "const"  # where a slot's value comes from (see Tape)
-# steps per chunk. The ops that leave the loop (x @ W_ih) run over a chunk of steps at once,
+# Steps per chunk. The ops that leave the loop (x @ W_ih) run over a chunk of steps at once,
 # so that only a chunk's worth of their values and gradients exists at any time; the weight
-# gradient of h_t @ W is one matmul per chunk (h_t and dy_t stacked). Big enough for BLAS to
-# run at full speed, small enough that a chunk is a fraction of the saved steps.
-_CHUNK = 16
+# gradient of h_t @ W is one matmul per chunk (h_t and dy_t stacked). At least 16 steps, for
+# BLAS to run at full speed; more for a small carry (up to 2**19 carry elements per chunk,
+# at most 128 steps), where a chunk's own calls would otherwise weigh on tiny steps.
+_CHUNK, _CHUNK_MAX, _CHUNK_ELEMENTS = 16, 128, 2**19
 
 
 class ScanError(RuntimeError):
@@ -411,9 +412,11 @@ class _Scan(Function):
         self.save = save  # whether a backward will follow (grad enabled, something needs it)
 
     def _chunks(self) -> list:
-        """The steps in the order they run, cut into chunks of _CHUNK consecutive steps."""
+        """The steps in the order they run, cut into chunks of consecutive steps."""
         order = list(range(self.length - 1, -1, -1) if self.reverse else range(self.length))
-        return [order[i:i + _CHUNK] for i in range(0, self.length, _CHUNK)]
+        carry = sum(int(np.prod(self.tape.shapes[s])) for s in self.tape.carry_in)
+        size = min(max(_CHUNK, _CHUNK_ELEMENTS // max(carry, 1)), _CHUNK_MAX)
+        return [order[i:i + size] for i in range(0, self.length, size)]
 
     # ----------------------------------------------------------------- forward
 

@@ -5,6 +5,8 @@ ops); fast="scan" runs every cell on scan."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,15 @@ import tinygrad_rnn as tg
 from tinygrad_rnn import nn
 
 T, B, I, H = 20, 3, 4, 5
+
+
+@pytest.fixture(autouse=True)
+def chunks_of_8_steps(monkeypatch):
+    """Chunks of 8 steps (8, 8 and 4 for T=20): the batched ops, their gradients and the
+    chunked weight gradients cross chunk boundaries, as they do on long sequences."""
+    module = sys.modules["tinygrad_rnn.scan"]
+    monkeypatch.setattr(module, "_CHUNK", 8)
+    monkeypatch.setattr(module, "_CHUNK_MAX", 8)
 
 LSTM_OPTIONS = [
     {"peephole": True}, {"cifg": True}, {"layer_norm": True}, {"forget_bias": 1.0},
