@@ -833,15 +833,10 @@ def _add_into(total, g, shape):
 
 
 def _accumulate(store: dict, slot: int, g, shape: tuple) -> None:
-    """store[slot] += g, in place after the first (a copy: g may be shared with other slots).
-    Gradients of different broadcast shapes are first summed to the slot's `shape`."""
-    total = store.get(slot)
-    if total is None:
-        store[slot] = g.copy()
-    elif total.shape == g.shape:
-        total += g
-    else:
-        store[slot] = _add_into(total, g, shape)
+    """store[slot] = store[slot] + g (a new array: g, and so the total, may be shared with
+    other slots, so nothing is added in place). Gradients of different broadcast shapes are
+    first summed to the slot's `shape`."""
+    store[slot] = _add_into(store.get(slot), g, shape)
 
 
 # --------------------------------------------------------------------------- the function

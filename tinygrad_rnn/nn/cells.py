@@ -145,7 +145,7 @@ def gru_step(x_gates: Tensor, h: Tensor, W_hh_T: Tensor, b_hh: Tensor | None, *,
     r = (x_r + h_r).sigmoid()
     z = (x_z + h_z).sigmoid()
     n = (x_n + r * h_n).tanh()
-    return (1 - z) * n + z * h
+    return n + z * (h - n)  # = (1 - z) * n + z * h, in three ops instead of four
 
 
 def gru_reset_before_step(x_gates: Tensor, h: Tensor, W_hh_T: Tensor, b_hh: Tensor | None, *,
@@ -173,7 +173,7 @@ def gru_reset_before_step(x_gates: Tensor, h: Tensor, W_hh_T: Tensor, b_hh: Tens
     if b_hh is not None:
         h_n = h_n + b_hn
     n = (x_n + h_n).tanh()
-    return (1 - z) * n + z * h
+    return n + z * (h - n)  # = (1 - z) * n + z * h, in three ops instead of four
 
 
 def input_gates(x: Tensor, W_ih: Tensor, b_ih: Tensor | None,
