@@ -462,3 +462,22 @@ def test_chunks_are_longer_for_small_carries(monkeypatch, batch, hidden, steps):
     chunks = SCAN._Scan(tape, 300, reverse=True, remat=False, save=False)._chunks()
     assert [len(c) for c in chunks[:-1]] == [steps] * (300 // steps)
     assert [t for c in chunks for t in c] == list(range(299, -1, -1))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("remat", [False, True])
+def test_a_linear_on_the_carry_sums_its_weight_gradients_per_chunk(device, rng, bias, remat):
+    """F.linear(h, W, b) in the loop: W's and b's gradients are taken once per chunk of steps
+    from the stacked h_t and dy_t (the op's own backward), and equal the loop's."""
+    W = _tensor(rng, (H, H), device)
+    b = _tensor(rng, (H,), device) if bias else None
+    x = _tensor(rng, (T, B, H), device)
+    h0 = _tensor(rng, (B, H), device)
+
+    def step(h, x_t):
+        h = (F.linear(h, W, b) + x_t).tanh()
+        return h, h
+    kinds = [(e.cls.__name__, e.kind) for e in tg.trace_step(step, h0, x).entries]
+    assert ("Linear", CARRY) in kinds
+    leaves = [x, h0, W] + ([b] if bias else [])
+    _assert_same(_run(True, step, h0, x, leaves, remat=remat), _run(False, step, h0, x, leaves))
