@@ -96,9 +96,9 @@ CARRY, BATCH, CONST = "carry", "batch", "const"  # where a slot's value comes fr
 # Steps per chunk. The ops that leave the loop (x @ W_ih) run over a chunk of steps at once,
 # so that only a chunk's worth of their values and gradients exists at any time; the weight
 # gradient of h_t @ W is one matmul per chunk (h_t and dy_t stacked). At least 16 steps, for
-# BLAS to run at full speed; more for a small carry (up to 2**19 carry elements per chunk,
+# BLAS to run at full speed; more for a small carry (up to 2**18 carry elements per chunk,
 # at most 128 steps), where a chunk's own calls would otherwise weigh on tiny steps.
-_CHUNK, _CHUNK_MAX, _CHUNK_ELEMENTS = 16, 128, 2**19
+_CHUNK, _CHUNK_MAX, _CHUNK_ELEMENTS = 16, 128, 2**18
 
 
 class ScanError(RuntimeError):
