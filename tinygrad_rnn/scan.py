@@ -613,8 +613,9 @@ class _Scan(Function):
         the carry before the chunk, the constants' gradients summed over the chunk). Each
         op's saved attributes for the step are put back, then its own backward runs; the
         carry's gradient is handed from step t to step t-1. Per-step gradients of the values
-        of ops that left the loop go into the lists g_batch[j][i]. `self.backward_source` holds the
-        text. Returns (back, the slots of g_batch, the slot of each constant's sum)."""
+        of ops that left the loop go into the lists g_batch[j][i]. `self.backward_source`
+        holds the text. Returns (back, the slots of g_batch, the slot of each constant's
+        sum)."""
         tape, shapes, dtypes, need = self.tape, self.tape.shapes, self.tape.dtypes, self.tape.need
         mixed = len({dtypes[s] for s in range(len(shapes)) if need[s]}) > 1
         env = {"unbroadcast": _unbroadcast}
@@ -630,13 +631,13 @@ class _Scan(Function):
         sites = []  # (name of the local sum, constant slot)
         body = []
 
-        def gets(s, value, owned=False):
+        def gets(s, value):
             """Code adding `value` into the gradient of slot s."""
-            if tape.kinds[s] == CONST:  # summed over the steps, in the broadcast shape
-                name = f"sum{len(sites)}"
+            if tape.kinds[s] == CONST:  # summed over the steps in place, in the broadcast
+                name = f"sum{len(sites)}"  # shape, from a copy (value may be shared)
                 sites.append((name, s))
-                return [f"if {name} is None:", f"    {name} = {value}"
-                        + ("" if owned else ".copy()"), "else:", f"    {name} += {value}"]
+                return [f"if {name} is None:", f"    {name} = {value}.copy()", "else:",
+                        f"    {name} += {value}"]
             return [f"g{s} = {value} if g{s} is None else g{s} + {value}"]
 
         sources = [0] * len(shapes)  # per slot: how many gradients are added into it
