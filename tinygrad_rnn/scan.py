@@ -640,18 +640,21 @@ class _Scan(Function):
                         f"    {name} += {value}"]
             return [f"g{s} = {value} if g{s} is None else g{s} + {value}"]
 
+        # the input gradients each op computes in the loop: a deferred matmul only its step
+        # operand's (its weight's come once per chunk, see _flush_weight_grad)
+        loop_needs = [(e.needs[0],) + (False,) * (len(e.ins) - 1) if k in deferred
+                      else e.needs for k, e in enumerate(self.loop)]
         sources = [0] * len(shapes)  # per slot: how many gradients are added into it
         for s in tape.carry_out:
             sources[s] += 1
         for j, s in enumerate(tape.y_out):
             sources[s] += y_present[j]
-        for k, e in enumerate(self.loop):
-            needs = (e.needs[0],) + (False,) * (len(e.ins) - 1) if k in deferred else e.needs
+        for e, needs in zip(self.loop, loop_needs):
             for s, n in zip(e.ins, needs):
                 sources[s] += n
         slots = sorted({s for s in range(len(shapes)) if need[s] and tape.kinds[s] != CONST}
                        | set(tape.carry_in))
-        body += [f"g{s} = None" for s in slots if tape.kinds[s] != CONST]
+        body += [f"g{s} = None" for s in slots]
         for i, s in enumerate(tape.carry_out):
             if need[s]:
                 body += [f"if c{i} is not None:"] + ["    " + x for x in gets(s, f"c{i}")]
@@ -659,8 +662,7 @@ class _Scan(Function):
             if need[s] and y_present[j]:
                 body += gets(s, f"gy{j}[t]")
         for k in range(len(self.loop) - 1, -1, -1):
-            e = self.loop[k]
-            needs = (e.needs[0],) + (False,) * (len(e.ins) - 1) if k in deferred else e.needs
+            e, needs = self.loop[k], loop_needs[k]
             wanted = [(i, s) for i, (s, n) in enumerate(zip(e.ins, needs)) if n]
             if not wanted and k not in deferred:
                 continue
