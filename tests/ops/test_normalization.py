@@ -125,3 +125,13 @@ def test_functional_layer_norm_with_weight_only_or_bias_only(rng):
                                plain * w.numpy(), rtol=1e-12)
     np.testing.assert_allclose(tg.functional.layer_norm(x, 5, bias=b).numpy(),
                                plain + b.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("weight_shape", [(4,), (1, 4), (1, 1, 4)])
+def test_affine_weight_of_any_broadcasting_shape(weight_shape):
+    """The weight and bias may carry leading axes of size 1 (they broadcast against x)."""
+    rng = np.random.default_rng(1)
+    x = tg.Tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)
+    w, b = (tg.Tensor(rng.standard_normal(weight_shape), requires_grad=True) for _ in "wb")
+    assert tg.gradcheck(lambda x, w, b: tg.apply_op(tg.ops.LayerNorm, x, w, b, axes=(-1,),
+                                                    affine=True), [x, w, b])
