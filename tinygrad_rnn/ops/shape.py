@@ -108,6 +108,16 @@ class Embedding(Function):
         return dw, None
 
 
+def _cut(sizes, axis: int) -> list:
+    """Index tuples that cut an array along `axis` (not negative) into consecutive pieces of
+    the given sizes (Split's forward, Concat's backward)."""
+    lead, start, index = (slice(None),) * axis, 0, []
+    for size in sizes:
+        index.append(lead + (slice(start, start + size),))
+        start += size
+    return index
+
+
 class Concat(Function):
     """y = concatenate(xs, axis);  each dx_i is its slice of dy."""
 
@@ -121,13 +131,7 @@ class Concat(Function):
         return self.xp.concatenate(xs, axis=self.axis)
 
     def backward(self, dy):
-        grads, start = [], 0
-        for size in self.sizes:
-            index = [slice(None)] * dy.ndim
-            index[self.axis] = slice(start, start + size)
-            grads.append(dy[tuple(index)])
-            start += size
-        return tuple(grads)
+        return tuple(dy[i] for i in _cut(self.sizes, self.axis % dy.ndim))
 
 
 class Stack(Function):
@@ -161,10 +165,7 @@ class Split(Function):
         if x.shape != self.in_shape:  # made once: the steps of a recorded loop reuse it
             self.in_shape = x.shape
             self.axis %= x.ndim
-            lead, start, self.index = (slice(None),) * self.axis, 0, []
-            for size in self.sizes:
-                self.index.append(lead + (slice(start, start + size),))
-                start += size
+            self.index = _cut(self.sizes, self.axis)
         return tuple([x[i] for i in self.index])
 
     def backward(self, dys):
