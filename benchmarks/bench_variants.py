@@ -152,18 +152,18 @@ def main(argv=None) -> str:
     for config, shape in configs.items():
         level = config if config in TARGETS["variant"] else "medium"
         steps = contenders(shape, remat=False)
-        second = ("LSTM fused", "LSTM composed", "MGU loop", "MGU scan")
-        times = time_interleaved({k: v for k, v in steps.items() if k not in second[1:]},
-                                 rounds, sparse=())
         # the Python loops build graphs of every op of every step: timed in a pass of their
         # own, beside their baselines, so that their memory churn does not slow the others
-        slow = time_interleaved({k: steps[k] for k in second}, max(3, (rounds + 1) // 2),
-                                sparse=())
+        apart = ("LSTM composed", "MGU loop", "MGU scan")
+        times = time_interleaved({k: v for k, v in steps.items() if k not in apart}, rounds,
+                                 sparse=())
+        slow = time_interleaved({k: steps[k] for k in ("LSTM fused", *apart)},
+                                max(3, (rounds + 1) // 2), sparse=())
         median = {k: _median(v) for k, v in times.items()}
         slow_median = {k: _median(v) for k, v in slow.items()}
         tables += [f"### {config} (T, B, I, H) = {shape}", "",
                    "| contender | ms [p25, p75] | ratio | to |", "|---|---:|---:|---|"]
-        for name, samples in [*times.items(), *((k, slow[k]) for k in second[1:])]:
+        for name, samples in [*times.items(), *((k, slow[k]) for k in apart)]:
             base = baseline_of(name)
             of = median if name in times else slow_median
             tables.append(f"| {name} | {_ms(samples)} | {of[name] / of[base]:.2f}x | "
