@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from peak_memory import peak_bytes
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import functional as F
@@ -407,21 +408,13 @@ def test_final_carry_and_ys_do_not_share_memory(rng):
 def test_remat_keeps_the_carries_and_one_chunk(options, at_most):
     """With remat=True only the carries (and one chunk of 16 steps) are held between forward
     and backward: the peak memory of a training step falls well below the one without."""
-    import tracemalloc
     x = tg.Tensor(np.random.default_rng(0).standard_normal((128, 32, 8), dtype=np.float32),
                   requires_grad=True)
 
     def peak(remat):
         layer = tg.nn.LSTM(8, 128, fast="scan", remat=remat, **options)
         layer(x)[0].sum().backward()  # warm-up
-        tracemalloc.start()
-        try:
-            tracemalloc.reset_peak()
-            base = tracemalloc.get_traced_memory()[0]
-            layer(x)[0].sum().backward()
-            return tracemalloc.get_traced_memory()[1] - base
-        finally:
-            tracemalloc.stop()
+        return peak_bytes(lambda: layer(x)[0].sum().backward())
     assert peak(True) < at_most * peak(False)
 
 

@@ -1,9 +1,8 @@
 """Truncated BPTT (nn.utils.truncated_bptt) and detach_state."""
 
-import tracemalloc
-
 import numpy as np
 import pytest
+from peak_memory import peak_bytes
 
 import tinygrad_rnn as tg
 from tinygrad_rnn import functional as F
@@ -147,14 +146,7 @@ def _peak_bytes(steps, chunk, rng):
     head = nn.Linear(16, 1)
     x = tg.tensor(rng.standard_normal((steps, 4, 4)).astype(np.float32))
     y = tg.tensor(rng.standard_normal((steps, 4, 1)).astype(np.float32))
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        truncated_bptt(model, x, chunk, _mse_loss(head), targets=y)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return peak
+    return peak_bytes(lambda: truncated_bptt(model, x, chunk, _mse_loss(head), targets=y))
 
 
 def test_graph_memory_is_bounded_by_the_chunk(rng):
