@@ -21,12 +21,13 @@ class LayerNorm(Function):
     (fewer, cheaper calls), in place on fresh arrays. With the affine map, dy is first
     multiplied by weight, and dweight = dy * xhat, dbias = dy.
 
-    Over the last axis alone (the common case) x is seen as (rows, n): the row sums are one
-    matrix-vector product with ones and the sums of products one einsum, far faster than
-    NumPy's reductions along the last axis.
+    Over the last axis alone (the common case) x is seen as (rows, n): the row means are one
+    matrix-vector product with a vector of 1/n and the means of products one `vecdot` (an
+    einsum where the array library has no vecdot), far faster than NumPy's reductions along
+    the last axis.
     """
 
-    ones = None  # (n,) ones for the row sums over the last axis, kept from the last call
+    averager = None  # (n,) vector of 1/n for the row means over the last axis, kept from last call
 
     def __init__(self, axes=(-1,), eps: float = 1e-5, affine: bool = False):
         self.axes = (axes,) if isinstance(axes, int) else tuple(axes)
@@ -40,9 +41,9 @@ class LayerNorm(Function):
             count *= x.shape[a]
         # a Python float: it never promotes x's dtype
         self.inv_count = 1.0 / count
-        if self.rows and (self.ones is None or self.ones.shape[0] != count
-                          or self.ones.dtype != x.dtype):
-            self.ones = xp.ones(count, dtype=x.dtype)
+        if self.rows and (self.averager is None or self.averager.shape[0] != count
+                          or self.averager.dtype != x.dtype):
+            self.averager = xp.full(count, self.inv_count, dtype=x.dtype)
         rows = self._view(x)
         centered = rows - self._mean(rows)
         var = self._mean_of_product(centered, centered)
@@ -83,15 +84,14 @@ class LayerNorm(Function):
     def _mean(self, a):
         """The mean over the normalised axes, kept as an axis of size 1 (a fresh array)."""
         if self.rows:
-            m = a @ self.ones
-            m *= self.inv_count
-            return m[:, None]
+            return (a @ self.averager)[:, None]
         return a.sum(axis=self.axes, keepdims=True) * self.inv_count
 
     def _mean_of_product(self, a, b):
         """mean(a * b) over the normalised axes, kept as an axis of size 1 (a fresh array)."""
         if self.rows:
-            m = self.xp.einsum("ij,ij->i", a, b)
+            vecdot = getattr(self.xp, "vecdot", None)
+            m = vecdot(a, b) if vecdot is not None else self.xp.einsum("ij,ij->i", a, b)
             m *= self.inv_count
             return m[:, None]
         return (a * b).sum(axis=self.axes, keepdims=True) * self.inv_count
