@@ -116,6 +116,36 @@ def test_length_without_xs(device, rng):
     _assert_same(got, expected)
 
 
+# Steps whose outputs are not fresh carry-dependent values: the plan must still route every
+# output and every gradient (a y read straight from x, a y made of closure tensors alone, the
+# incoming carry returned as y, one tensor returned twice, a view of the carry).
+_ODD_STEPS = {
+    "y from x alone": lambda h, x, W, c: ((h @ W + x).tanh(), x * 2.0),
+    "the carry from x alone": lambda h, x, W, c: (x * 1.0, (h @ W).tanh()),
+    "a y from closure tensors alone": lambda h, x, W, c: ((h @ W + x).tanh(), c * 1.0),
+    "the incoming carry as y": lambda h, x, W, c: ((h @ W + x).tanh(), h),
+    "one tensor as carry and twice as y": lambda h, x, W, c: (
+        lambda n: (n, (n, n)))((h @ W + x).tanh()),
+    "views of the carry": lambda h, x, W, c: (
+        (h.reshape(B * H).reshape(B, H) @ W + x).tanh(), h.reshape(B * H)),
+}
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("remat", [False, True])
+@pytest.mark.parametrize("case", sorted(_ODD_STEPS))
+def test_odd_step_outputs_equal_the_loop(device, rng, case, remat, reverse):
+    W, c = _tensor(rng, (H, H), device), _tensor(rng, (H,), device)
+    x, h0 = _tensor(rng, (T, B, H), device), _tensor(rng, (B, H), device)
+    leaves = [x, h0, W] + ([c] if case == "a y from closure tensors alone" else [])
+
+    def step(h, x_t):
+        return _ODD_STEPS[case](h, x_t, W, c)
+    expected = _run(False, step, h0, x, leaves, reverse=reverse)
+    got = _run(True, step, h0, x, leaves, reverse=reverse, remat=remat)
+    _assert_same(got, expected)
+
+
 def test_gradcheck_through_scan(rng):
     w = {k: tg.Tensor(v.numpy()[..., :8] if k != "w_c" else v.numpy()[:2], requires_grad=True)
          for k, v in _weights(rng, "cpu").items()}
