@@ -55,9 +55,14 @@ def _threads_from_argv(argv) -> int | None:
     return None
 
 
-# also when another benchmark script imports this module first (bench_variants.py)
-THREADS = _threads_from_argv(sys.argv[1:]) if "numpy" not in sys.modules else None
+# also when another benchmark script imports this module first (bench_variants.py), which
+# must then do so before it imports NumPy
+THREADS = _threads_from_argv(sys.argv[1:])
 if THREADS:
+    if "numpy" in sys.modules and os.environ.get("OPENBLAS_NUM_THREADS") != str(THREADS):
+        raise RuntimeError(f"--threads {THREADS}: NumPy was imported before bench_recurrent, so "
+                           "its BLAS has already chosen its thread count; import bench_recurrent "
+                           "first")
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(THREADS)
 
@@ -321,20 +326,23 @@ def pin_malloc() -> str:
 
 
 def blas_note() -> str:
-    """Which OpenBLAS kernel NumPy runs (OPENBLAS_CORETYPE can force an older one)."""
-    core = "unknown"
+    """Which OpenBLAS kernel NumPy runs (OPENBLAS_CORETYPE can force an older one), and with
+    how many threads, as OpenBLAS itself reports them."""
+    core, threads = "unknown", "unknown"
     libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
     for lib in sorted(libs.glob("libscipy_openblas*.so")):
         try:
-            get = ctypes.CDLL(str(lib)).scipy_openblas_get_corename64_
+            blas = ctypes.CDLL(str(lib))
+            get = blas.scipy_openblas_get_corename64_
             get.restype = ctypes.c_char_p
             core = get().decode()
+            threads = str(blas.scipy_openblas_get_num_threads64_())
         except (OSError, AttributeError):
             pass
     forced = os.environ.get("OPENBLAS_CORETYPE")
     return (f"BLAS: NumPy's OpenBLAS, kernel {core}"
             + (f" (forced by OPENBLAS_CORETYPE={forced})" if forced else " (auto-detected)")
-            + "; PyTorch: its own MKL / oneDNN.")
+            + f", {threads} thread(s); PyTorch: its own MKL / oneDNN.")
 
 
 def main(argv=None) -> str:

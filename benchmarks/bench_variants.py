@@ -25,8 +25,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import numpy as np  # noqa: E402
-from bench_recurrent import (  # noqa: E402  (sets the BLAS threads before NumPy loads)
+# bench_recurrent applies --threads to the BLAS, which reads it when it loads: it must come
+# before NumPy, which is why the import sorter (I001) is told to leave this block alone
+from bench_recurrent import (  # noqa: E402, I001
     _median,
     _ms,
     blas_note,
@@ -34,6 +35,8 @@ from bench_recurrent import (  # noqa: E402  (sets the BLAS threads before NumPy
     pin_malloc,
     time_interleaved,
 )
+
+import numpy as np  # noqa: E402
 
 import tinygrad_rnn as tg  # noqa: E402
 from tinygrad_rnn import nn  # noqa: E402
