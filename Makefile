@@ -33,6 +33,7 @@ bench: $(TEST_STAMP)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_recurrent.py
 	$(PY) benchmarks/bench_variants.py --threads 1
+	$(PY) benchmarks/bench_variants.py --out benchmarks/results/variants_default_threads.md
 
 # For a machine with an NVIDIA GPU, CuPy and PyTorch already installed (no venv, no network):
 # the cuda tests on the real device, the fused kernels against the generic path there, and

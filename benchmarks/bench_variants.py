@@ -143,6 +143,9 @@ def main(argv=None) -> str:
     configs = QUICK_CONFIGS if args.quick else CONFIGS
     rounds = args.reps or (2 if args.quick else 7)
     out = args.out or (HERE / "results" / "variants_quick.md" if args.quick else RESULTS)
+    command = ((" --quick" if args.quick else "")
+               + (f" --threads {args.threads}" if args.threads else "")
+               + (f" --out {args.out}" if args.out else ""))
     start = time.perf_counter()
     targets, tables = [], []
 
@@ -231,7 +234,7 @@ def main(argv=None) -> str:
         f"{tg.__version__}. {blas_note()} Threads: "
         + (f"{args.threads} (--threads)." if args.threads else "the libraries' defaults.")
         + f" {malloc}", "",
-        "Regenerate with `.venv/bin/python benchmarks/bench_variants.py --threads 1`; this run "
+        f"Regenerate with `.venv/bin/python benchmarks/bench_variants.py{command}`; this run "
         f"took {time.perf_counter() - start:.0f} s.", "",
     ])
     out.parent.mkdir(parents=True, exist_ok=True)

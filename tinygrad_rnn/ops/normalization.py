@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from .function import Function
 
+# From this many rows on, backward returns the affine gradients summed over the rows
+_REDUCE_ROWS = 256
+
 
 class LayerNorm(Function):
     """y = (x - mean) / sqrt(var + eps) over `axes`; with affine=True, y * weight + bias
@@ -70,7 +73,7 @@ class LayerNorm(Function):
         dx = dxhat.reshape(dy.shape)
         if not self.affine:
             return dx
-        if self.rows and self.weight.ndim == 1 and len(xhat) >= 256:
+        if self.rows and self.weight.ndim == 1 and len(xhat) >= _REDUCE_ROWS:
             # summed over the many rows here (one pass each, no (rows, n) arrays)
             dy2 = self._view(dy)
             return dx, self.xp.einsum("ij,ij->j", dy2, xhat), dy2.sum(axis=0)
