@@ -135,3 +135,25 @@ def test_affine_weight_of_any_broadcasting_shape(weight_shape):
     w, b = (tg.Tensor(rng.standard_normal(weight_shape), requires_grad=True) for _ in "wb")
     assert tg.gradcheck(lambda x, w, b: tg.apply_op(tg.ops.LayerNorm, x, w, b, axes=(-1,),
                                                     affine=True), [x, w, b])
+
+
+@pytest.mark.parametrize("rows", [3, 70])
+def test_affine_gradients_summed_over_many_rows_or_not(rows, monkeypatch, torch):
+    """From _REDUCE_ROWS rows on, backward sums the affine gradients itself; below, the engine
+    does: the same gradients either way, PyTorch's, and gradcheck holds for both."""
+    from tinygrad_rnn.ops import normalization
+    assert (rows >= normalization._REDUCE_ROWS) == (rows == 70)
+    rng = np.random.default_rng(2)
+    x = tg.Tensor(rng.standard_normal((rows, 6)), requires_grad=True)
+    w, b = (tg.Tensor(rng.standard_normal(6), requires_grad=True) for _ in "wb")
+    probe = rng.standard_normal((rows, 6))
+    (tg.functional.layer_norm(x, 6, w, b) * tg.Tensor(probe)).sum().backward()
+    refs = [torch.tensor(t.numpy(), requires_grad=True) for t in (x, w, b)]
+    y_ref = torch.nn.functional.layer_norm(refs[0], (6,), refs[1], refs[2], 1e-5)
+    (y_ref * torch.tensor(probe)).sum().backward()
+    for ours, ref in zip((x, w, b), refs):
+        np.testing.assert_allclose(ours.grad.numpy(), ref.grad.numpy(), rtol=1e-12, atol=1e-12)
+    monkeypatch.setattr(normalization, "_REDUCE_ROWS", 4)  # small enough for gradcheck's sizes
+    small = [tg.Tensor(t.numpy()[:5] if t is x else t.numpy(), requires_grad=True)
+             for t in (x, w, b)]
+    assert tg.gradcheck(lambda x, w, b: tg.functional.layer_norm(x, 6, w, b), small)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from .function import Function
 
-# From this many rows on, backward returns the affine gradients summed over the rows
-_REDUCE_ROWS = 256
+# From this many rows on, backward returns the affine gradients summed over the rows (one
+# read of dy and xhat, no (rows, n) arrays); below, one call per gradient costs more than
+# the engine's sum of the broadcast-shaped ones
+_REDUCE_ROWS = 64
 
 
 class LayerNorm(Function):
