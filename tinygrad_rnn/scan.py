@@ -90,6 +90,7 @@ from .ops import (
     Var,
     Where,
 )
+from .ops.fused import _steps
 from .tensor import Tensor, _unbroadcast, is_grad_enabled, no_grad, stack
 
 CARRY, BATCH, CONST = "carry", "batch", "const"  # where a slot's value comes from (see Tape)
@@ -413,7 +414,7 @@ class _Scan(Function):
 
     def _chunks(self) -> list:
         """The steps in the order they run, cut into chunks of consecutive steps."""
-        order = list(range(self.length - 1, -1, -1) if self.reverse else range(self.length))
+        order = list(_steps(self.length, self.reverse))
         carry = sum(int(np.prod(self.tape.shapes[s])) for s in self.tape.carry_in)
         size = min(max(_CHUNK, _CHUNK_ELEMENTS // max(carry, 1)), _CHUNK_MAX)
         return [order[i:i + size] for i in range(0, self.length, size)]
@@ -879,7 +880,7 @@ def _prepare(step, init, xs, length, reverse):
         if t.device != device:
             raise RuntimeError(f"scan: expected every tensor on '{device}', {name} is on "
                                f"'{t.device}'")
-    order = range(T - 1, -1, -1) if reverse else range(T)
+    order = _steps(T, reverse)
     structure = (carry_is_tuple, xs_kind)
     first_x = [x.data[order[0]] for x in xs]
     tape, carry_1 = _record(step, [c.data for c in init], first_x, structure)
@@ -953,7 +954,7 @@ def scan_loop(step, init, xs=None, *, length: int | None = None, reverse: bool =
     steps = length if xs is None else (xs[0] if xs_tuple else xs).shape[0]
     slices = None if xs is None else [x.unbind(0) for x in (xs if xs_tuple else (xs,))]
     ys = [None] * steps
-    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+    for t in _steps(steps, reverse):
         x = None if slices is None else (tuple(s[t] for s in slices) if xs_tuple
                                           else slices[0][t])
         carry, ys[t] = step(carry, x)
