@@ -111,6 +111,8 @@ def contenders(shape, remat: bool) -> dict:
         steps[name] = make("LSTM", train=train, **options)
         if remat:
             steps[f"{name} remat"] = make("LSTM", train=train, remat=True, **options)
+    # the one variant with a fused op of its own: also through scan, which it must beat
+    steps["layer_norm scan"] = make("LSTM", "scan", layer_norm=True)
     steps.update({"GRU fused": make("GRU"), "GRU scan": make("GRU", "scan"),
                   "GRU reset_after=False": make("GRU", reset_after=False),
                   "RNN fused": make("RNN"), "RNN scan": make("RNN", "scan")})

@@ -1,6 +1,7 @@
 """The recurrent layers' fast path (one fused node per layer and direction, ops/fused.py)
 gives the composed per-step path's numbers: outputs, final states and every gradient, over
-the grid of layer options, in float64 with a tight tolerance; and float32 stays float32."""
+the grid of layer options, in float64 with a tight tolerance; and float32 stays float32.
+"lstm_ln" is the layer-normalised LSTM, the one variant with a fused op of its own."""
 
 import itertools
 
@@ -13,13 +14,16 @@ from tinygrad_rnn.nn import fast_path
 from tinygrad_rnn.ops import fused
 
 SEQ, BATCH, INPUT, HIDDEN, PROJ = 5, 3, 4, 5, 3
-KINDS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+KINDS = ("lstm", "lstm_ln", "gru", "rnn_tanh", "rnn_relu")
+FUSED_OPS = (fused.LSTMLayer, fused.GRULayer, fused.RNNLayer)  # LayerNormLSTMLayer: an LSTMLayer
 
 
 def _layer(kind, dtype=np.float64, device="cpu", **options):
     if kind.startswith("rnn"):
         options["nonlinearity"] = kind[4:]
-    cls = {"lstm": nn.LSTM, "gru": nn.GRU}.get(kind, nn.RNN)
+    if kind == "lstm_ln":
+        options["layer_norm"] = True
+    cls = {"lstm": nn.LSTM, "lstm_ln": nn.LSTM, "gru": nn.GRU}.get(kind, nn.RNN)
     tg.manual_seed(0)
     return cls(INPUT, HIDDEN, dtype=dtype, device=device, **options)
 
@@ -72,7 +76,7 @@ GRID = [
     (kind, layers, bidirectional, batch_first, bias, proj, with_state)
     for kind, layers, bidirectional, batch_first, bias, proj, with_state in itertools.product(
         KINDS, (1, 2), (False, True), (False, True), (True, False), (0, PROJ), (False, True))
-    if not (proj and kind != "lstm")
+    if not (proj and not kind.startswith("lstm"))
 ]
 
 
@@ -151,15 +155,55 @@ def test_recurrent_dropout_uses_the_fast_path_only_in_eval_mode(rng):
 
 
 @pytest.mark.parametrize("kind,options", [
-    ("lstm", dict(peephole=True)), ("lstm", dict(cifg=True)), ("lstm", dict(layer_norm=True)),
+    ("lstm", dict(peephole=True)), ("lstm", dict(cifg=True)),
+    ("lstm", dict(layer_norm=True, peephole=True)), ("lstm", dict(layer_norm=True, cifg=True)),
+    ("lstm", dict(layer_norm=True, zoneout=0.1)), ("lstm", dict(layer_norm=True, remat=True)),
     ("gru", dict(reset_after=False)), ("rnn_tanh", dict(zoneout=0.2)),
 ])
 def test_variants_fall_back_to_the_composed_path(rng, kind, options):
+    """Every variant but layer_norm alone runs the cell's equations (through tg.scan); so
+    does layer_norm with remat=True, which asks for scan's recomputation."""
     layer = _layer(kind, **options)
     assert not fast_path.applies(layer)
     x, _ = _inputs(layer, rng)
     out, _ = layer(tg.tensor(x))
-    assert not isinstance(out._node, (fused.LSTMLayer, fused.GRULayer, fused.RNNLayer))
+    assert not isinstance(out._node, FUSED_OPS)
+
+
+def test_layer_norm_alone_runs_its_fused_op(rng):
+    layer = _layer("lstm_ln", forget_bias=1.0)
+    assert fast_path.applies(layer)
+    x, _ = _inputs(layer, rng)
+    out, _ = layer(tg.tensor(x, requires_grad=True))
+    assert isinstance(out._node, fused.LayerNormLSTMLayer)
+    layer.fast = "scan"
+    out, _ = layer(tg.tensor(x, requires_grad=True))
+    assert not isinstance(out._node, FUSED_OPS)
+
+
+@pytest.mark.parametrize("chunk_elements", [2 ** 19, 40])
+@pytest.mark.parametrize("input_size", [INPUT, 3 * HIDDEN])
+@pytest.mark.parametrize("needs_dx", [True, False])
+def test_layer_norm_input_gradients_both_ways(rng, monkeypatch, chunk_elements, input_size,
+                                              needs_dx):
+    """The input's norm is differentiated through I x I products when I <= 2H, and by
+    making the normalised rows again, a chunk at a time, when I > 2H: both give the composed
+    path's numbers, with and without a gradient for x, over one chunk or several."""
+    monkeypatch.setattr(fused.LayerNormLSTMLayer, "CHUNK_ELEMENTS", chunk_elements)
+    tg.manual_seed(0)
+    layer = nn.LSTM(input_size, HIDDEN, layer_norm=True, bidirectional=True, dtype=np.float64)
+    x = rng.standard_normal((SEQ, BATCH, input_size))
+    results = []
+    for fast in (True, False):
+        layer.fast = fast
+        layer.zero_grad()
+        xt = tg.tensor(x, requires_grad=needs_dx)
+        out, (h, c) = layer(xt)
+        ((out * out).sum() + (c * h).sum()).backward()
+        results.append([p.grad.numpy() for p in layer.parameters()]
+                       + ([xt.grad.numpy()] if needs_dx else []))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_the_fast_path_is_one_node_and_forget_bias_keeps_it(rng):
@@ -177,7 +221,7 @@ LENGTHS_GRID = [
     for kind, layers, bidirectional, batch_first, proj, with_state, lengths in itertools.product(
         KINDS, (1, 2), (False, True), (False, True), (0, PROJ), (False, True),
         ((5, 2, 4), (1, 3, 3)))
-    if not (proj and kind != "lstm")
+    if not (proj and not kind.startswith("lstm"))
 ]
 
 
@@ -248,24 +292,32 @@ def test_no_grad_forward_matches(rng):
 
 @pytest.mark.parametrize("op,inputs", [
     (fused.LSTMLayer, dict(proj=True)), (fused.LSTMLayer, dict(reverse=True)),
+    (fused.LayerNormLSTMLayer, dict(proj=True)), (fused.LayerNormLSTMLayer, dict(reverse=True)),
+    (fused.LayerNormLSTMLayer, dict(bias=False, input_size=5)),
     (fused.GRULayer, dict(reverse=True)), (fused.GRULayer, dict(bias=False)),
     (fused.RNNLayer, dict(nonlinearity="tanh", reverse=True)),
 ])
 def test_fused_ops_pass_gradcheck(rng, op, inputs):
-    """The hand-written BPTT against central differences, independently of the composed path."""
-    T, B, I, H, P = 3, 2, 3, 2, 1
-    gates = {fused.LSTMLayer: 4, fused.GRULayer: 3, fused.RNNLayer: 1}[op]
+    """The hand-written BPTT against central differences, independently of the composed path
+    (input_size=5 > 2H: the layer-normalised LSTM's other way through the input's norm)."""
+    inputs = dict(inputs)
+    T, B, I, H, P = 3, 2, inputs.pop("input_size", 3), 2, 1
+    lstm = issubclass(op, fused.LSTMLayer)
+    gates = 4 if lstm else 3 if op is fused.GRULayer else 1
     proj = inputs.get("proj", False)
     out = P if proj else H
 
     def t(*shape):
         return tg.tensor(rng.standard_normal(shape) * 0.5, requires_grad=True)
-    args = [t(T, B, I), t(B, out)] + ([t(B, H)] if op is fused.LSTMLayer else [])
+    args = [t(T, B, I), t(B, out)] + ([t(B, H)] if lstm else [])
     args += [t(gates * H, I), t(gates * H, out)]
     if inputs.get("bias", True):
         args += [t(gates * H), t(gates * H)]
     if proj:
         args.append(t(P, H))
+    if op is fused.LayerNormLSTMLayer:  # gains near 1, as a trained norm's
+        args += [tg.tensor(1 + 0.3 * rng.standard_normal(n), requires_grad=True)
+                 if k % 2 == 0 else t(n) for k, n in enumerate([4 * H] * 4 + [H] * 2)]
     assert tg.gradcheck(lambda *a: tg.apply_op(op, *a, **inputs), args)
 
 

@@ -86,9 +86,9 @@ def test_lstm_step_arithmetic_matches_numpy(dtype):
     for math in (fused_cuda.LSTMKernels(HostCuda, B, H, dtype), fused._LSTMMath(np, B, H, dtype)):
         g, d = gates.copy(), dc.copy()
         c, tanh_c, h = (np.empty((B, H), dtype) for _ in range(3))
-        math.forward(g, recurrent, c_prev, c, tanh_c, h)
+        math.forward(0, g, recurrent, c_prev, c, tanh_c, h)
         forward = [g.copy(), c, tanh_c, h]
-        math.backward(g, c_prev, tanh_c, dh, d)
+        math.backward(0, g, c_prev, c, tanh_c, dh, d)
         results.append(forward + [g, d])
     _close(*results, dtype)
     assert results[0][0].dtype == dtype
@@ -118,5 +118,5 @@ def test_a_launch_with_a_mismatched_dtype_is_refused():
     kernels = fused_cuda.LSTMKernels(HostCuda, B, H, np.float32)
     c = np.empty((B, H), np.float32)
     with pytest.raises(TypeError, match="mismatched"):
-        kernels.forward(np.zeros((B, 4 * H), np.float32), np.zeros((B, 4 * H), np.float64),
+        kernels.forward(0, np.zeros((B, 4 * H), np.float32), np.zeros((B, 4 * H), np.float64),
                         c, c.copy(), c.copy(), c.copy())

@@ -15,15 +15,23 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..ops.fused import GRULayer, LSTMLayer, RNNLayer
+from ..ops.fused import GRULayer, LayerNormLSTMLayer, LSTMLayer, RNNLayer
 from ..tensor import Tensor, apply_op, where
+from .cells import LAYER_NORM_EPS
 
 
 def applies(layer) -> bool:
     """Whether the fused ops cover this layer's options for this call."""
-    return bool(layer.fast is True and not layer.is_variant and not layer.zoneout
-                and not (layer.training and layer.recurrent_dropout)
-                and layer._hidden_trace is None)
+    if not (layer.fast is True and not layer.zoneout
+            and not (layer.training and layer.recurrent_dropout)
+            and layer._hidden_trace is None):
+        return False
+    return not layer.is_variant or _layer_norm_only(layer) and not layer.remat
+
+
+def _layer_norm_only(layer) -> bool:
+    """An LSTM whose only variant is layer_norm (forget_bias is an initialisation)."""
+    return bool(getattr(layer, "layer_norm", False) and not layer.peephole and not layer.cifg)
 
 
 def run_direction(layer, x: Tensor, state, index: int, reverse: bool, lengths=None):
@@ -64,8 +72,14 @@ def _fused(layer, w: dict, x: Tensor, state, reverse: bool, last=None):
         if proj:
             params.append(w["W_hr"])
         h0, c0 = state
-        y, h, c = apply_op(LSTMLayer, x, h0, c0, *params, reverse=reverse, bias=bias, proj=proj,
-                           last=last)
+        if w["layer_norm"] is None:
+            y, h, c = apply_op(LSTMLayer, x, h0, c0, *params, reverse=reverse, bias=bias,
+                               proj=proj, last=last)
+        else:
+            norm = w["layer_norm"]
+            params += [*norm["ih"], *norm["hh"], *norm["c"]]
+            y, h, c = apply_op(LayerNormLSTMLayer, x, h0, c0, *params, reverse=reverse,
+                               bias=bias, proj=proj, eps=LAYER_NORM_EPS, last=last)
         return y, (h, c)
     if layer.num_gates == 3:
         y, h = apply_op(GRULayer, x, state, *params, reverse=reverse, bias=bias, last=last)

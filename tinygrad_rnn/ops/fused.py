@@ -148,6 +148,8 @@ class _LSTMMath:
     """One LSTM step's elementwise math on preallocated (B, 4H) / (B, H) arrays, in place.
 
     Gate order [i, f, g, o] (PyTorch's). The scratch arrays are allocated once per layer call.
+    forward and backward take the step t first, for the maths that keep arrays per step
+    (`_LayerNormLSTMMath`); this one keeps none.
     """
 
     def __init__(self, xp, batch: int, hidden: int, dtype):
@@ -168,44 +170,65 @@ class _LSTMMath:
         H = self.H
         return gates[:, :H], gates[:, H:2 * H], gates[:, 2 * H:3 * H], gates[:, 3 * H:]
 
-    def forward(self, gates, recurrent, c_prev, c, tanh_c, h):
+    def forward(self, t, gates, recurrent, c_prev, c, tanh_c, h):
         """gates (B, 4H): x-part of the pre-activations in, activations [i, f, g, o] out.
 
         c = f * c_prev + i * g;  tanh_c = tanh(c);  h = o * tanh_c.
         """
+        self.cell(gates, recurrent, c_prev, c)
+        self.xp.tanh(c, out=tanh_c)
+        self.xp.multiply(gates[:, 3 * self.H:], tanh_c, out=h)
+
+    def cell(self, gates, recurrent, c_prev, c):
+        """The gate activations (in place in gates) and the new cell c = f * c_prev + i * g."""
         xp = self.xp
         xp.add(gates, recurrent, out=gates)
         xp.multiply(gates, self.scale, out=gates)
         xp.tanh(gates, out=gates)
         xp.multiply(gates, self.scale, out=gates)
         xp.add(gates, self.offset, out=gates)
-        i, f, g, o = self._split(gates)
+        i, f, g, _ = self._split(gates)
         xp.multiply(f, c_prev, out=c)
         xp.multiply(i, g, out=self.tmp)
         xp.add(c, self.tmp, out=c)
-        xp.tanh(c, out=tanh_c)
-        xp.multiply(o, tanh_c, out=h)
 
-    def backward(self, gates, c_prev, tanh_c, dh, dc):
+    def backward(self, t, gates, c_prev, c, tanh_c, dh, dc):
         """gates (B, 4H): activations in, grads of the pre-activations [i, f, g, o] out.
         dh: grad of this step's h. dc: grad of c from later steps in, grad of c_prev out.
+        Returns the gradient of h_{t-1} W_hh^T: here the gates' own.
 
         Each activation is read before its slot is overwritten by its gradient.
         """
-        xp, tmp, tmp2 = self.xp, self.tmp, self.tmp2
-        i, f, g, o = self._split(gates)
-        # Derivatives of the activations, while they are still there: sigmoid' = s (1 - s),
-        # tanh' = (1 - g) (1 + g); both are (1 - a) (a + q) with q = 1 on g, 0 elsewhere.
-        derivative = self.derivative
+        xp, tmp = self.xp, self.tmp
+        self.activation_derivative(gates)
+        self.output_backward(gates, tanh_c, dh, tmp)  # h = o * tanh(c): d tanh's input
+        xp.add(dc, tmp, out=dc)
+        self.cell_backward(gates, c_prev, dc)
+        return gates
+
+    def activation_derivative(self, gates):
+        """Keep the derivatives of the activations, while they are still there: sigmoid' =
+        s (1 - s), tanh' = (1 - g) (1 + g); both are (1 - a) (a + q), q = 1 on g, else 0."""
+        xp, derivative = self.xp, self.derivative
         xp.subtract(self.one, gates, out=derivative)
         xp.add(gates, self.tanh_column, out=self.tmp_gates)
         xp.multiply(derivative, self.tmp_gates, out=derivative)
-        xp.multiply(dh, tanh_c, out=tmp2)          # h = o * tanh(c): do = dh * tanh(c)
-        xp.multiply(tmp2, tanh_c, out=tmp)         # dc += dh * o * (1 - tanh(c)^2)
+
+    def output_backward(self, gates, tanh_out, dh, out):
+        """h = o * tanh_out: do (written over o) and the gradient of tanh's input (to out)."""
+        xp, tmp, tmp2 = self.xp, self.tmp, self.tmp2
+        o = gates[:, 3 * self.H:]
+        xp.multiply(dh, tanh_out, out=tmp2)        # do = dh * tanh(.)
+        xp.multiply(tmp2, tanh_out, out=tmp)       # d(.) = dh * o * (1 - tanh(.)^2)
         xp.subtract(dh, tmp, out=tmp)
-        xp.multiply(tmp, o, out=tmp)
-        xp.add(dc, tmp, out=dc)
+        xp.multiply(tmp, o, out=out)
         xp.copyto(o, tmp2)
+
+    def cell_backward(self, gates, c_prev, dc):
+        """dc: the full gradient of this step's c in, c_prev's out; gates: the grads of the
+        pre-activations out (the activation derivatives kept by `activation_derivative`)."""
+        xp, tmp, derivative = self.xp, self.tmp, self.derivative
+        i, f, g, _ = self._split(gates)
         xp.multiply(dc, i, out=tmp)                # c = f * c_prev + i * g: dg = dc * i,
         xp.multiply(dc, g, out=i)                  # di = dc * g,
         xp.copyto(g, tmp)
@@ -247,25 +270,48 @@ class LSTMLayer(_SequenceOp):
         self.arrays = (x, h0, c0, W_ih, W_hh, *optional)
         return self._forward(*self.arrays)
 
+    def _optional(self, optional):
+        """(b_ih, b_hh, W_hr, the rest) from the inputs after W_hh (None where absent)."""
+        b_ih, b_hh = optional[:2] if self.bias else (None, None)
+        rest = optional[2 if self.bias else 0:]
+        W_hr = rest[0] if self.proj else None
+        return b_ih, b_hh, W_hr, rest[1 if self.proj else 0:]
+
+    def _step_math(self, steps, batch, hidden, dtype, rest):
+        """The per-step gate math for this call (rest: the inputs after the standard ones)."""
+        return self._math(batch, hidden, dtype)
+
+    def _input_gates(self, x, W_ih, b_ih, b_hh, rest):
+        """The input's share of the pre-activations of all steps, a new (T, B, 4H) array."""
+        return _input_projection(self.xp, x, W_ih, None if b_ih is None else b_ih + b_hh)
+
+    def _recurrent_weight(self, W_hh):
+        """The W_hh the loops multiply by (h W_hh^T forward, the gradient times W_hh back)."""
+        return W_hh
+
+    def _tanh_buffer(self, math, steps, batch, hidden, dtype):
+        """Where step t keeps tanh of its cell output: tanh_c[t], (B, H)."""
+        return self.xp.empty((steps, batch, hidden), dtype=dtype)
+
     def _forward(self, x, h0, c0, W_ih, W_hh, *optional):
         xp, reverse = self.xp, self.reverse
-        b_ih, b_hh = optional[:2] if self.bias else (None, None)
-        W_hr = optional[-1] if self.proj else None
+        b_ih, b_hh, W_hr, rest = self._optional(optional)
         T, B, _ = x.shape
         H, P, dtype = c0.shape[1], h0.shape[1], x.dtype
-        math = self._math(B, H, dtype)
-        gates = _input_projection(xp, x, W_ih, None if b_ih is None else b_ih + b_hh)
+        math = self._step_math(T, B, H, dtype, rest)
+        gates = self._input_gates(x, W_ih, b_ih, b_hh, rest)
         cells = xp.empty((T + 1, B, H), dtype=dtype)  # c_0 .. c_T in visiting order
-        tanh_c = xp.empty((T, B, H), dtype=dtype)
+        tanh_c = self._tanh_buffer(math, T, B, H, dtype)
         y = xp.empty((T, B, P), dtype=dtype)
         h_cell = xp.empty((T, B, H), dtype=dtype) if self.proj else y  # h before projection
         recurrent = xp.empty((B, 4 * H), dtype=dtype)
         cells[T if reverse else 0] = c0
-        h_prev, W_hh_T = h0, _transposed(xp, W_hh)
+        h_prev, W_hh_T = h0, _transposed(xp, self._recurrent_weight(W_hh))
         for t in _steps(T, reverse):
             new, prev = (t, t + 1) if reverse else (t + 1, t)
             xp.matmul(h_prev, W_hh_T, out=recurrent)
-            math.forward(gates[t], recurrent, cells[prev], cells[new], tanh_c[t], h_cell[t])
+            math.forward(t, gates[t], recurrent, cells[prev], cells[new], tanh_c[t],
+                         h_cell[t])
             if W_hr is not None:
                 xp.matmul(h_cell[t], W_hr.T, out=y[t])
             h_prev = y[t]
@@ -280,11 +326,12 @@ class LSTMLayer(_SequenceOp):
         if self.saved is None:  # a second backward: the first one used up the activations
             self._forward(*self.arrays)
         x, h0, _, W_ih, W_hh, *optional = self.arrays
-        W_hr = optional[-1] if self.proj else None
+        W_hr = self._optional(optional)[2]
         gates, cells, tanh_c, y, h_cell, math = self.saved
         self.saved = None
         T, B, P = y.shape
         H = cells.shape[2]
+        W_hh = self._recurrent_weight(W_hh)
         dh = self._final_grad(dh_last, h0)
         dc = self._final_grad(dc_last, cells[0])
         endings = self._endings()
@@ -292,7 +339,7 @@ class LSTMLayer(_SequenceOp):
         dproj = xp.empty_like(y) if self.proj else None
         dh_cell = xp.empty((B, H), dtype=y.dtype) if self.proj else dh
         for t in _steps(T, not reverse):
-            prev = t + 1 if reverse else t
+            new, prev = (t, t + 1) if reverse else (t + 1, t)
             if endings:
                 self._enter(dh, dh_last, endings.get(t))
                 self._enter(dc, dc_last, endings.get(t))
@@ -304,19 +351,296 @@ class LSTMLayer(_SequenceOp):
                 xp.matmul(dproj[t], W_hr, out=dh_cell)
             elif dy is not None:
                 xp.add(dh, dy[t], out=dh)
-            math.backward(gates[t], cells[prev], tanh_c[t], dh_cell, dc)
-            xp.matmul(gates[t], W_hh, out=dh)
-        dgates = gates  # now the gradients of the pre-activations
-        flat = dgates.reshape(T * B, 4 * H)
-        dx, dW_ih = _input_side_grads(self.needs_input_grad, flat, x, W_ih)
-        dW_hh = _recurrent_weight_grad(dgates, y, h0, reverse)
+            # (no name kept for the gradient math.backward returns: it may be a view of an
+            # array that _weight_grads frees)
+            xp.matmul(math.backward(t, gates[t], cells[prev], cells[new], tanh_c[t], dh_cell,
+                                    dc), W_hh, out=dh)
+        # gates now holds the gradients of the pre-activations
+        dx, dW_ih, dW_hh, db, rest_grads = self._weight_grads(math, x, h0, W_ih, gates, cells,
+                                                              tanh_c, y)
         grads = [dx, dh, dc, dW_ih, dW_hh]
         if self.bias:
-            db = flat.sum(axis=0)
             grads += [db, db]
         if self.proj:
             grads.append(dproj.reshape(T * B, P).T @ h_cell.reshape(T * B, H))
-        return tuple(grads)
+        return tuple(grads + rest_grads)
+
+    def _weight_grads(self, math, x, h0, W_ih, dgates, cells, tanh_c, y):
+        """(dx, dW_ih, dW_hh, db, [grads of the rest]) once the loop has turned the gates
+        into the pre-activations' gradients."""
+        T, B, G = dgates.shape
+        flat = dgates.reshape(T * B, G)
+        dx, dW_ih = _input_side_grads(self.needs_input_grad, flat, x, W_ih)
+        dW_hh = _recurrent_weight_grad(dgates, y, h0, self.reverse)
+        return dx, dW_ih, dW_hh, flat.sum(axis=0) if self.bias else None, []
+
+
+# --------------------------------------------------------------------------- layer-normalised LSTM
+
+
+class _RowNorm:
+    """Layer normalisation over the last axis of (rows, n) arrays, forward and backward, on
+    preallocated outputs: the arithmetic of ops.LayerNorm for the fused loops.
+
+    Row means are a product with a (n, 1) vector of 1/n; sums of products are one `vecdot`
+    per call (an einsum on CuPy). inv_std = 1 / sqrt(var + eps) is computed as
+    sqrt(n) / sqrt(sum of squares + n eps): three calls on a (rows, 1) vector.
+    """
+
+    def __init__(self, xp, n: int, dtype, eps: float):
+        self.xp, self.n = xp, n
+        self.averager = xp.full((n, 1), 1.0 / n, dtype=dtype)
+        self.n_eps, self.sqrt_n, self.inv_n = n * eps, float(n) ** 0.5, 1.0 / n
+
+    def _row_dot(self, a, b, out=None):
+        """sum(a * b) over the last axis, as (rows, 1)."""
+        if self.xp is np:
+            return np.vecdot(a, b, keepdims=True, out=out)
+        result = self.xp.einsum("ij,ij->i", a, b)[:, None]
+        if out is None:
+            return result
+        self.xp.copyto(out, result)
+        return out
+
+    def forward(self, a, out, inv_std=None, mean=None):
+        """out = (a - mean) * inv_std (out may be a); returns inv_std (rows, 1). inv_std and
+        mean: (rows, 1) arrays to write them to (new ones when None)."""
+        mean = self.xp.matmul(a, self.averager, out=mean)
+        self.xp.subtract(a, mean, out=out)
+        return self.scale(out, out, inv_std)
+
+    def scale(self, centered, out, inv_std=None):
+        """out = centered * inv_std for rows of mean zero (out may be centered)."""
+        xp = self.xp
+        inv_std = self._row_dot(centered, centered, out=inv_std)
+        xp.add(inv_std, self.n_eps, out=inv_std)
+        xp.sqrt(inv_std, out=inv_std)
+        xp.divide(self.sqrt_n, inv_std, out=inv_std)
+        xp.multiply(centered, inv_std, out=out)
+        return inv_std
+
+    def backward(self, dxhat, xhat, inv_std, out, centre: bool = True, scratch=None):
+        """out = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) * inv_std, the gradient of
+        the normalised input (see ops.LayerNorm). scratch (default: xhat, then overwritten)
+        takes xhat * mean(dxhat * xhat); out may be dxhat or scratch. centre=False leaves out
+        mean(dxhat): the caller then takes the rows' mean out of whatever it multiplies them
+        with (`centred_rows`)."""
+        xp = self.xp
+        scratch = xhat if scratch is None else scratch
+        mean_dxhat = xp.matmul(dxhat, self.averager) if centre else None
+        mean_product = self._row_dot(dxhat, xhat)
+        xp.multiply(mean_product, self.inv_n, out=mean_product)
+        xp.multiply(xhat, mean_product, out=scratch)
+        xp.subtract(dxhat, scratch, out=out)
+        if centre:
+            xp.subtract(out, mean_dxhat, out=out)
+        xp.multiply(out, inv_std, out=out)
+
+
+def centred_rows(W):
+    """W minus the mean of its rows: x @ W^T has rows of mean zero for any x, and for the
+    gradient g of a product whose rows have mean zero, g @ W = (g - mean(g)) @ W-centred."""
+    return W - W.mean(axis=0)
+
+
+class _LayerNormLSTMMath(_LSTMMath):
+    """The step math of the layer-normalised LSTM: `_LSTMMath` with LN(h W_hh^T) before the
+    gates and LN(c) before the output's tanh.
+
+    The layer hands in h W_hh^T for a W_hh whose rows have mean zero (`centred_rows`), so the
+    recurrent term comes out of the GEMM already centred, and the gradient backward returns
+    for it is the norm's without its mean (see `_RowNorm.backward`).
+
+    Kept per step (t-indexed (T, B, .) arrays): the normalised recurrent term xhat_hh (4H),
+    whose slot backward reuses for the gradient of h W_hh^T, and the mean and 1/std of c
+    (one number per row). Neither LN(c) nor its tanh is kept: backward recomputes them from c
+    (the tanh_c argument is one (B, H) scratch array for every step), over c's slot, where c
+    is not read again once its step's backward has run; the slot then keeps d gain_c's
+    terms, dLN(c) * LN(c) before the gain.
+    """
+
+    def __init__(self, xp, steps: int, batch: int, hidden: int, dtype, eps: float,
+                 gain_hh, gain_c, bias_c):
+        super().__init__(xp, batch, hidden, dtype)
+        G = 4 * hidden
+        self.gain_hh, self.gain_c, self.bias_c = gain_hh, gain_c, bias_c
+        self.norm_hh = _RowNorm(xp, G, dtype, eps)
+        self.norm_c = _RowNorm(xp, hidden, dtype, eps)
+        self.xhat_hh = xp.empty((steps, batch, G), dtype=dtype)
+        self.inv_std_hh = xp.empty((steps, batch, 1), dtype=dtype)
+        self.mean_c = xp.empty((steps, batch, 1), dtype=dtype)
+        self.inv_std_c = xp.empty((steps, batch, 1), dtype=dtype)
+        self.cell_tanh = xp.empty((batch, hidden), dtype=dtype)
+        # d gain_hh and d bias_c, summed over the steps here and over the rows at the end
+        self.grad_gain_hh = xp.zeros((batch, G), dtype=dtype)
+        self.grad_bias_c = xp.zeros((batch, hidden), dtype=dtype)
+
+    def forward(self, t, gates, recurrent, c_prev, c, tanh_c, h):
+        """As `_LSTMMath.forward` with the (centred) recurrent term normalised first (its bias
+        is in the gates already) and tanh_c = tanh(LN(c))."""
+        xp, xhat = self.xp, self.xhat_hh[t]
+        self.norm_hh.scale(recurrent, xhat, self.inv_std_hh[t])
+        xp.multiply(xhat, self.gain_hh, out=recurrent)
+        self.cell(gates, recurrent, c_prev, c)
+        self.norm_c.forward(c, tanh_c, self.inv_std_c[t], self.mean_c[t])
+        self._cell_output(tanh_c, tanh_c)
+        xp.multiply(gates[:, 3 * self.H:], tanh_c, out=h)
+
+    def _cell_output(self, chat, out):
+        """out = tanh(LN(c)) from the normalised c (out may be chat)."""
+        xp = self.xp
+        xp.multiply(chat, self.gain_c, out=out)
+        xp.add(out, self.bias_c, out=out)
+        xp.tanh(out, out=out)
+
+    def backward(self, t, gates, c_prev, c, tanh_c, dh, dc):
+        """As `_LSTMMath.backward`; returns the gradient of h_{t-1} W_hh^T less its mean (in
+        xhat_hh's slot). Leaves dLN(c) * LN(c) before the gain (d gain_c's terms) in c."""
+        xp, tmp, tmp2 = self.xp, self.tmp, self.tmp2
+        inv_std_c = self.inv_std_c[t]
+        self.activation_derivative(gates)
+        xp.subtract(c, self.mean_c[t], out=c)           # c -> its normalised form
+        xp.multiply(c, inv_std_c, out=c)
+        self._cell_output(c, tanh_c)
+        self.output_backward(gates, tanh_c, dh, tanh_c)  # h = o * tanh(LN(c)): dLN(c)
+        xp.add(self.grad_bias_c, tanh_c, out=self.grad_bias_c)
+        xp.multiply(tanh_c, self.gain_c, out=tmp)
+        self.norm_c.backward(tmp, c, inv_std_c, out=tmp, scratch=tmp2)
+        xp.multiply(c, tanh_c, out=c)                   # d gain_c's terms
+        xp.add(dc, tmp, out=dc)
+        self.cell_backward(gates, c_prev, dc)
+        xhat, dxhat = self.xhat_hh[t], self.tmp_gates
+        xp.multiply(gates, xhat, out=dxhat)
+        xp.add(self.grad_gain_hh, dxhat, out=self.grad_gain_hh)
+        xp.multiply(gates, self.gain_hh, out=dxhat)
+        self.norm_hh.backward(dxhat, xhat, self.inv_std_hh[t], out=xhat, centre=False)
+        return xhat
+
+
+class LayerNormLSTMLayer(LSTMLayer):
+    """A whole layer-normalised LSTM layer (Ba et al. 2016) in one direction, one node: what
+    `lstm_variant_step` with layer_norm computes, with its BPTT written out like LSTMLayer's.
+
+    inputs:  LSTMLayer's, then ln_weight_ih, ln_bias_ih, ln_weight_hh, ln_bias_hh (4H,) and
+             ln_weight_c, ln_bias_c (H,).  outputs: LSTMLayer's.
+
+        gates_t = LN(x_t W_ih^T) * g_ih + LN(h_{t-1} W_hh^T) * g_hh + b  (b: every bias)
+        c_t as in the LSTM;  h_t = sigmoid(o) * tanh(LN(c_t) * g_c + b_c)
+
+    Both matrix products that are normalised use weights with centred rows (`centred_rows`):
+    their outputs need no mean taken out, and their gradients no mean either; dW_ih and dW_hh
+    get the rows' mean taken out once at the end instead.
+
+    Memory: the gate buffer and the normalised recurrent terms (4H per step each), c and h
+    (H each), and one number per row for each norm in the loop. The normalised input term is
+    not kept: backward recomputes x W_ih^T a chunk of steps at a time (one more input GEMM);
+    nor is tanh(LN(c)), recomputed per step. No CUDA kernels: on CuPy the same array code
+    runs.
+    """
+
+    # elements of the input's gates normalised at a time in backward: a few MiB of float32
+    CHUNK_ELEMENTS = 2 ** 19
+
+    def __init__(self, reverse: bool = False, bias: bool = True, proj: bool = False,
+                 eps: float = 1e-5, last=None):
+        super().__init__(reverse, bias, proj, cuda_kernels=False, last=last)
+        self.eps = eps
+
+    def _step_math(self, steps, batch, hidden, dtype, rest):
+        _, _, gain_hh, _, gain_c, bias_c = rest
+        return _LayerNormLSTMMath(self.xp, steps, batch, hidden, dtype, self.eps,
+                                  gain_hh, gain_c, bias_c)
+
+    def _recurrent_weight(self, W_hh):
+        return centred_rows(W_hh)
+
+    def _tanh_buffer(self, math, steps, batch, hidden, dtype):
+        return [math.cell_tanh] * steps  # not kept: backward recomputes it
+
+    def _input_gates(self, x, W_ih, b_ih, b_hh, rest):
+        gain_ih, bias_ih, _, bias_hh, _, _ = rest
+        bias = bias_ih + bias_hh
+        if b_ih is not None:
+            bias += b_ih + b_hh
+        gates = _input_projection(self.xp, x, centred_rows(W_ih), None)
+        rows = gates.reshape(-1, gates.shape[2])
+        # kept for backward, which does not keep the normalised rows (T * B numbers)
+        self.input_inv_std = _RowNorm(self.xp, rows.shape[1], x.dtype, self.eps).scale(rows, rows)
+        rows *= gain_ih
+        rows += bias
+        return gates
+
+    def _weight_grads(self, math, x, h0, W_ih, dgates, cells, tanh_c, y):
+        T, B, G = dgates.shape
+        H = G // 4
+        flat = dgates.reshape(T * B, G)
+        db = flat.sum(axis=0)  # every bias adds to the pre-activations
+        dW_hh = _recurrent_weight_grad(math.xhat_hh, y, h0, self.reverse)
+        dW_hh -= dW_hh.mean(axis=0)
+        grad_gain_hh = math.grad_gain_hh.sum(axis=0)
+        math.xhat_hh = None  # (T, B, 4H) no longer needed: free it before the input's norm
+        dx, dW_ih, dgain_ih = self._input_norm_grads(flat, x.reshape(T * B, -1), W_ih)
+        # d gain_c's terms are in the slots of the steps' c (all but c0, the c_prev of the
+        # first visited step)
+        gain_c_terms = (cells[:-1] if self.reverse else cells[1:]).reshape(T * B, H)
+        rest_grads = [dgain_ih, db, grad_gain_hh, db, gain_c_terms.sum(axis=0),
+                      math.grad_bias_c.sum(axis=0)]
+        return (None if dx is None else dx.reshape(x.shape), dW_ih, dW_hh,
+                db if self.bias else None, rest_grads)
+
+    def _input_norm_grads(self, dA, x, W_ih):
+        """(dx, dW_ih, d gain_ih) of A = LN(x W_ih^T) * gain_ih + bias, from dA (rows, 4H)
+        (overwritten); x: (rows, I).
+
+        With W the row-centred W_ih, xhat = s * (x W^T) (s: each row's 1/std, kept from
+        forward), dxhat = dA * gain and m = mean(dxhat * xhat) per row, the norm's backward
+        without its mean is v = s * (dxhat - m * xhat); then dx = v W, dW_ih = v^T x less its
+        rows' mean, d gain = sum(dA * xhat). Written out with xs = s * x, these need xhat
+        only through I x I products:
+
+            d gain = rowsum(W * (dA^T xs)),   Q = dA (gain * W),   m = rowdot(xs, Q) / 4H,
+            dW_ih = gain * (dA^T xs) - W (xs^T (m * xs)),   dx = s * (Q - m * (xs (W^T W)))
+
+        two GEMMs the size of the plain LSTM's dx and dW_ih, and I x I ones: no (rows, 4H)
+        array at all. For I > 2H those cost more than making xhat again, which is then done,
+        a chunk of rows at a time.
+        """
+        xp = self.xp
+        G, I = W_ih.shape
+        gain, s = self.arrays[-6], self.input_inv_std
+        W = centred_rows(W_ih)
+        needs_dx = self.needs_input_grad[0]
+        if 2 * I <= G:
+            xs = x * s
+            N = dA.T @ xs
+            dgain = xp.einsum("gi,gi->g", W, N)
+            Q = dA @ (gain[:, None] * W)
+            m = _RowNorm(xp, I, x.dtype, self.eps)._row_dot(xs, Q)
+            m *= 1.0 / G
+            dW_ih = gain[:, None] * N
+            dW_ih -= W @ (xs.T @ (m * xs))
+            dx = None
+            if needs_dx:
+                dx = Q
+                dx -= m * (xs @ (W.T @ W))
+                dx *= s
+        else:
+            dgain = xp.zeros(G, dtype=x.dtype)
+            norm = _RowNorm(xp, G, x.dtype, self.eps)
+            chunk = max(1, self.CHUNK_ELEMENTS // G)
+            for start in range(0, len(x), chunk):
+                rows = slice(start, start + chunk)
+                xhat = xp.matmul(x[rows], W.T)
+                xhat *= s[rows]
+                dxhat = dA[rows]
+                dgain += xp.einsum("ij,ij->j", dxhat, xhat)
+                xp.multiply(dxhat, gain, out=dxhat)
+                norm.backward(dxhat, xhat, s[rows], out=dxhat, centre=False)
+            dx = dA @ W if needs_dx else None
+            dW_ih = dA.T @ x
+        self.input_inv_std = None
+        dW_ih -= dW_ih.mean(axis=0)
+        return dx, dW_ih, dgain
 
 
 # --------------------------------------------------------------------------- GRU

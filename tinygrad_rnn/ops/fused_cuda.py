@@ -98,11 +98,12 @@ class LSTMKernels:
         self._forward = _kernel(xp, LSTM_FORWARD)
         self._backward = _kernel(xp, LSTM_BACKWARD)
 
-    def forward(self, gates, recurrent, c_prev, c, tanh_c, h):
+    def forward(self, t, gates, recurrent, c_prev, c, tanh_c, h):
         self._forward(recurrent, c_prev, self.H, gates, c, tanh_c, h)
 
-    def backward(self, gates, c_prev, tanh_c, dh, dc):
+    def backward(self, t, gates, c_prev, c, tanh_c, dh, dc):
         self._backward(c_prev, tanh_c, dh, self.H, dc, gates)
+        return gates
 
 
 class GRUKernels:
