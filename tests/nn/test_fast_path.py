@@ -157,12 +157,11 @@ def test_recurrent_dropout_uses_the_fast_path_only_in_eval_mode(rng):
 @pytest.mark.parametrize("kind,options", [
     ("lstm", dict(peephole=True)), ("lstm", dict(cifg=True)),
     ("lstm", dict(layer_norm=True, peephole=True)), ("lstm", dict(layer_norm=True, cifg=True)),
-    ("lstm", dict(layer_norm=True, zoneout=0.1)), ("lstm", dict(layer_norm=True, remat=True)),
+    ("lstm", dict(layer_norm=True, zoneout=0.1)),
     ("gru", dict(reset_after=False)), ("rnn_tanh", dict(zoneout=0.2)),
 ])
 def test_variants_fall_back_to_the_composed_path(rng, kind, options):
-    """Every variant but layer_norm alone runs the cell's equations (through tg.scan); so
-    does layer_norm with remat=True, which asks for scan's recomputation."""
+    """Every variant but layer_norm alone runs the cell's equations (through tg.scan)."""
     layer = _layer(kind, **options)
     assert not fast_path.applies(layer)
     x, _ = _inputs(layer, rng)
@@ -179,6 +178,23 @@ def test_layer_norm_alone_runs_its_fused_op(rng):
     layer.fast = "scan"
     out, _ = layer(tg.tensor(x, requires_grad=True))
     assert not isinstance(out._node, FUSED_OPS)
+
+
+@pytest.mark.parametrize("window", [1, 2, SEQ])
+@pytest.mark.parametrize("options", [dict(bidirectional=True), dict(proj_size=PROJ),
+                                     dict(num_layers=2, lengths=[5, 2, 4])])
+def test_layer_norm_remat_equals_composed(rng, monkeypatch, window, options):
+    """remat=True keeps the normalised recurrent terms of a window of steps and makes each
+    window's again in backward: windows of 1, 2 (SEQ = 5: a short last one) and all steps,
+    both directions, with a projection and with lengths."""
+    options = dict(options)
+    lengths = options.pop("lengths", None)
+    monkeypatch.setattr(fused.LayerNormLSTMLayer, "CHUNK_ELEMENTS", window * BATCH * 4 * HIDDEN)
+    layer = _layer("lstm_ln", remat=True, **options)
+    assert fast_path.applies(layer)
+    x, states = _inputs(layer, rng, with_state=True)
+    _assert_same(_run(layer, x, states, True, lengths=lengths),
+                 _run(layer, x, states, False, lengths=lengths))
 
 
 @pytest.mark.parametrize("chunk_elements", [2 ** 19, 40])
@@ -294,6 +310,7 @@ def test_no_grad_forward_matches(rng):
     (fused.LSTMLayer, dict(proj=True)), (fused.LSTMLayer, dict(reverse=True)),
     (fused.LayerNormLSTMLayer, dict(proj=True)), (fused.LayerNormLSTMLayer, dict(reverse=True)),
     (fused.LayerNormLSTMLayer, dict(bias=False, input_size=5)),
+    (fused.LayerNormLSTMLayer, dict(remat=True, reverse=True)),
     (fused.GRULayer, dict(reverse=True)), (fused.GRULayer, dict(bias=False)),
     (fused.RNNLayer, dict(nonlinearity="tanh", reverse=True)),
 ])

@@ -26,7 +26,7 @@ def applies(layer) -> bool:
             and not (layer.training and layer.recurrent_dropout)
             and layer._hidden_trace is None):
         return False
-    return not layer.is_variant or _layer_norm_only(layer) and not layer.remat
+    return not layer.is_variant or _layer_norm_only(layer)
 
 
 def _layer_norm_only(layer) -> bool:
@@ -79,7 +79,8 @@ def _fused(layer, w: dict, x: Tensor, state, reverse: bool, last=None):
             norm = w["layer_norm"]
             params += [*norm["ih"], *norm["hh"], *norm["c"]]
             y, h, c = apply_op(LayerNormLSTMLayer, x, h0, c0, *params, reverse=reverse,
-                               bias=bias, proj=proj, eps=LAYER_NORM_EPS, last=last)
+                               bias=bias, proj=proj, eps=LAYER_NORM_EPS, remat=layer.remat,
+                               last=last)
         return y, (h, c)
     if layer.num_gates == 3:
         y, h = apply_op(GRULayer, x, state, *params, reverse=reverse, bias=bias, last=last)

@@ -451,22 +451,31 @@ class _LayerNormLSTMMath(_LSTMMath):
     recurrent term comes out of the GEMM already centred, and the gradient backward returns
     for it is the norm's without its mean (see `_RowNorm.backward`).
 
-    Kept per step (t-indexed (T, B, .) arrays): the normalised recurrent term xhat_hh (4H),
-    whose slot backward reuses for the gradient of h W_hh^T, and the mean and 1/std of c
-    (one number per row). Neither LN(c) nor its tanh is kept: backward recomputes them from c
-    (the tanh_c argument is one (B, H) scratch array for every step), over c's slot, where c
-    is not read again once its step's backward has run; the slot then keeps d gain_c's
-    terms, dLN(c) * LN(c) before the gain.
+    Kept per step (t-indexed (T, B, 1) arrays): the 1/std of the recurrent term and the mean
+    and 1/std of c. The normalised recurrent terms xhat_hh (B, 4H each) live in a window of
+    `window` consecutive steps, whose slots backward reuses for the gradients of h W_hh^T;
+    with window=T (the default) forward fills them all and they are kept, with a shorter
+    window (remat) backward makes each window's again from the outputs, one GEMM per window,
+    and sums its share of dW_hh before moving on (`bind` hands over the outputs).
+
+    Neither LN(c) nor its tanh is kept: backward recomputes them from c (the tanh_c argument
+    is one (B, H) scratch array for every step), over c's slot, where c is not read again
+    once its step's backward has run; the slot then keeps d gain_c's terms, dLN(c) * LN(c)
+    before the gain.
     """
 
     def __init__(self, xp, steps: int, batch: int, hidden: int, dtype, eps: float,
-                 gain_hh, gain_c, bias_c):
+                 gain_hh, gain_c, bias_c, window: int | None = None):
         super().__init__(xp, batch, hidden, dtype)
         G = 4 * hidden
         self.gain_hh, self.gain_c, self.bias_c = gain_hh, gain_c, bias_c
         self.norm_hh = _RowNorm(xp, G, dtype, eps)
         self.norm_c = _RowNorm(xp, hidden, dtype, eps)
-        self.xhat_hh = xp.empty((steps, batch, G), dtype=dtype)
+        self.steps, self.window = steps, min(window or steps, steps)
+        self.xhat_hh = xp.empty((self.window, batch, G), dtype=dtype)
+        # the steps [lo, hi) whose xhat_hh the window holds: forward fills all when it can
+        self.lo, self.hi = (0, steps) if self.window == steps else (0, 0)
+        self.grad_W_hh = None  # sum of the windows' shares of dW_hh (W_hh centred)
         self.inv_std_hh = xp.empty((steps, batch, 1), dtype=dtype)
         self.mean_c = xp.empty((steps, batch, 1), dtype=dtype)
         self.inv_std_c = xp.empty((steps, batch, 1), dtype=dtype)
@@ -478,7 +487,7 @@ class _LayerNormLSTMMath(_LSTMMath):
     def forward(self, t, gates, recurrent, c_prev, c, tanh_c, h):
         """As `_LSTMMath.forward` with the (centred) recurrent term normalised first (its bias
         is in the gates already) and tanh_c = tanh(LN(c))."""
-        xp, xhat = self.xp, self.xhat_hh[t]
+        xp, xhat = self.xp, self.xhat_hh[t % self.window]
         self.norm_hh.scale(recurrent, xhat, self.inv_std_hh[t])
         xp.multiply(xhat, self.gain_hh, out=recurrent)
         self.cell(gates, recurrent, c_prev, c)
@@ -509,12 +518,59 @@ class _LayerNormLSTMMath(_LSTMMath):
         xp.multiply(c, tanh_c, out=c)                   # d gain_c's terms
         xp.add(dc, tmp, out=dc)
         self.cell_backward(gates, c_prev, dc)
-        xhat, dxhat = self.xhat_hh[t], self.tmp_gates
+        if not self.lo <= t < self.hi:
+            self.flush()
+            self._refill(t)
+        xhat, dxhat = self.xhat_hh[t - self.lo], self.tmp_gates
         xp.multiply(gates, xhat, out=dxhat)
         xp.add(self.grad_gain_hh, dxhat, out=self.grad_gain_hh)
         xp.multiply(gates, self.gain_hh, out=dxhat)
         self.norm_hh.backward(dxhat, xhat, self.inv_std_hh[t], out=xhat, centre=False)
         return xhat
+
+    def bind(self, outputs, h0, W_hh_T, reverse: bool):
+        """The layer's outputs y (T, B, P), h0, the centred W_hh^T and the direction: what
+        backward needs to make a window's xhat_hh again and its share of dW_hh."""
+        self.outputs, self.h0, self.W_hh_T, self.reverse = outputs, h0, W_hh_T, reverse
+
+    def _previous(self, lo: int, hi: int):
+        """[(first step, h_{t-1} of the steps from there on (n, B, P))] for the steps
+        lo..hi-1: runs of the outputs, and h0 for the first visited step."""
+        y, last = self.outputs, self.steps - 1
+        if hi <= lo:
+            return []
+        if self.reverse:
+            runs = [(lo, y[lo + 1:min(hi, last) + 1])]
+            return runs + [(last, self.h0[None])] if hi > last else runs
+        runs = [(max(lo, 1), y[max(lo, 1) - 1:hi - 1])]
+        return [(0, self.h0[None])] + runs if lo == 0 else runs
+
+    def _refill(self, t: int):
+        """Make xhat_hh of the window of steps holding t again, from the outputs."""
+        xp, G = self.xp, self.xhat_hh.shape[2]
+        self.lo = t - t % self.window
+        self.hi = min(self.lo + self.window, self.steps)
+        for start, h_prev in self._previous(self.lo, self.hi):
+            n, B, P = h_prev.shape
+            if n:
+                rows = self.xhat_hh[start - self.lo:start - self.lo + n]
+                xp.matmul(h_prev.reshape(n * B, P), self.W_hh_T, out=rows.reshape(n * B, G))
+                xp.multiply(rows, self.inv_std_hh[start:start + n], out=rows)
+
+    def flush(self):
+        """Add the window's share of dW_hh (its slots hold the gradients of h W_hh^T by now):
+        sum over its steps of grad_t^T h_{t-1}, one GEMM per run of outputs."""
+        G = self.xhat_hh.shape[2]
+        for start, h_prev in self._previous(self.lo, self.hi):
+            n, B, P = h_prev.shape
+            if n:
+                grads = self.xhat_hh[start - self.lo:start - self.lo + n].reshape(n * B, G)
+                share = grads.T @ h_prev.reshape(n * B, P)
+                if self.grad_W_hh is None:
+                    self.grad_W_hh = share
+                else:
+                    self.grad_W_hh += share
+        self.lo = self.hi = 0
 
 
 class LayerNormLSTMLayer(LSTMLayer):
@@ -532,24 +588,33 @@ class LayerNormLSTMLayer(LSTMLayer):
     get the rows' mean taken out once at the end instead.
 
     Memory: the gate buffer and the normalised recurrent terms (4H per step each), c and h
-    (H each), and one number per row for each norm in the loop. The normalised input term is
-    not kept: backward recomputes x W_ih^T a chunk of steps at a time (one more input GEMM);
-    nor is tanh(LN(c)), recomputed per step. No CUDA kernels: on CuPy the same array code
-    runs.
+    (H each), and one number per row for each norm. The normalised input term is not kept
+    (backward needs it only through I x I products, or makes it again), nor is tanh(LN(c)),
+    recomputed per step. remat=True keeps the normalised recurrent terms of a window of steps
+    only (a few MiB), made again in backward from the outputs, one GEMM per window: about
+    the plain fused LSTM's memory, for one more recurrent GEMM's time. No CUDA kernels: on
+    CuPy the same array code runs.
     """
 
     # elements of the input's gates normalised at a time in backward: a few MiB of float32
     CHUNK_ELEMENTS = 2 ** 19
 
     def __init__(self, reverse: bool = False, bias: bool = True, proj: bool = False,
-                 eps: float = 1e-5, last=None):
+                 eps: float = 1e-5, remat: bool = False, last=None):
         super().__init__(reverse, bias, proj, cuda_kernels=False, last=last)
-        self.eps = eps
+        self.eps, self.remat = eps, remat
 
     def _step_math(self, steps, batch, hidden, dtype, rest):
         _, _, gain_hh, _, gain_c, bias_c = rest
+        window = max(1, self.CHUNK_ELEMENTS // (batch * 4 * hidden)) if self.remat else None
         return _LayerNormLSTMMath(self.xp, steps, batch, hidden, dtype, self.eps,
-                                  gain_hh, gain_c, bias_c)
+                                  gain_hh, gain_c, bias_c, window)
+
+    def _forward(self, x, h0, c0, W_ih, W_hh, *optional):
+        outputs = super()._forward(x, h0, c0, W_ih, W_hh, *optional)
+        math = self.saved[-1]
+        math.bind(self.saved[3], h0, _transposed(self.xp, centred_rows(W_hh)), self.reverse)
+        return outputs
 
     def _recurrent_weight(self, W_hh):
         return centred_rows(W_hh)
@@ -575,7 +640,8 @@ class LayerNormLSTMLayer(LSTMLayer):
         H = G // 4
         flat = dgates.reshape(T * B, G)
         db = flat.sum(axis=0)  # every bias adds to the pre-activations
-        dW_hh = _recurrent_weight_grad(math.xhat_hh, y, h0, self.reverse)
+        math.flush()
+        dW_hh = math.grad_W_hh
         dW_hh -= dW_hh.mean(axis=0)
         grad_gain_hh = math.grad_gain_hh.sum(axis=0)
         math.xhat_hh = None  # (T, B, 4H) no longer needed: free it before the input's norm
@@ -617,12 +683,15 @@ class LayerNormLSTMLayer(LSTMLayer):
             Q = dA @ (gain[:, None] * W)
             m = _RowNorm(xp, I, x.dtype, self.eps)._row_dot(xs, Q)
             m *= 1.0 / G
+            scratch = xp.multiply(xs, m)  # one (rows, I) array for both products
             dW_ih = gain[:, None] * N
-            dW_ih -= W @ (xs.T @ (m * xs))
+            dW_ih -= W @ (xs.T @ scratch)
             dx = None
             if needs_dx:
+                xp.matmul(xs, W.T @ W, out=scratch)
+                scratch *= m
                 dx = Q
-                dx -= m * (xs @ (W.T @ W))
+                dx -= scratch
                 dx *= s
         else:
             dgain = xp.zeros(G, dtype=x.dtype)
