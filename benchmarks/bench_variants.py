@@ -1,10 +1,11 @@
 """Training-step benchmark of the recurrent variants and of a cell a user writes, on tg.scan.
 
 Every LSTM variant (peephole, cifg, layer_norm, forget_bias, zoneout and recurrent dropout in
-training mode), the GRU of Cho et al. (reset_after=False), the plain cells forced through
-tg.scan (fast="scan") and the Minimal Gated Unit written as a step function (tg.scan against
-the same step in a Python loop, tg.scan_loop), timed interleaved in one process against the
-plain LSTM's fused path (its hand-written BPTT) and the composed per-step graph (fast=False).
+training mode), the GRU of Cho et al. (reset_after=False), the plain cells and the
+layer-normalised LSTM forced through tg.scan (fast="scan"; by default they run fused ops)
+and the Minimal Gated Unit written as a step function (tg.scan against the same step in a
+Python loop, tg.scan_loop), timed interleaved in one process against the plain LSTM's fused
+path (its hand-written BPTT) and the composed per-step graph (fast=False).
 Also the peak memory of one step (tracemalloc), with and without remat=True.
 
 One step = forward over T steps, loss = sum of the outputs, full backward; one layer, float32.
@@ -225,8 +226,9 @@ def main(argv=None) -> str:
         "are timed in a second pass of about half as many rounds, with `LSTM fused` and "
         "`MGU scan`; their ratios (and `MGU scan`'s) are to the times of that pass.", "",
         "Contenders: `fused` = the hand-written BPTT of ops/fused.py (the default for the "
-        "plain cells), `scan` = tg.scan over the cell's equations (`fast=\"scan\"`; the default "
-        "for every variant), `composed` = the per-step graph (`fast=False`); `MGU` = the "
+        "plain cells and for `layer_norm`, whose own fused op `layer_norm scan` compares with "
+        "scan), `scan` = tg.scan over the cell's equations (`fast=\"scan\"`; the default for "
+        "every other variant), `composed` = the per-step graph (`fast=False`); `MGU` = the "
         "Minimal Gated Unit as a user's step function, through tg.scan and tg.scan_loop.", "",
         "## Targets", "",
         "| target | measured | limit | met |", "|---|---:|---:|---|", *targets, "",

@@ -2,12 +2,14 @@
 
 `RNNBase._run_direction` hands a layer over to `run_direction` here when `applies` says the
 fused ops of ops/fused.py compute exactly what the composed per-step code would: the plain
-RNN (tanh or relu), LSTM (with or without proj_size) and GRU (PyTorch's form), with or without
-bias, any number of layers and directions, batch_first or not, inter-layer dropout, learned
-or given initial states, variable lengths, and recurrent dropout in eval mode. Everything
-else (the LSTM variants, GRU reset_after=False, zoneout, recurrent dropout while training,
-the hidden-state trace of diagnostics) runs the composed path. `layer.fast = False` picks the
-composed path always; tests/nn/test_fast_path.py proves both give the same numbers.
+RNN (tanh or relu), LSTM (with or without proj_size) and GRU (PyTorch's form), and the
+layer-normalised LSTM (layer_norm=True with no other variant; forget_bias is only an
+initialisation), with or without bias, any number of layers and directions, batch_first or
+not, inter-layer dropout, learned or given initial states, variable lengths, and recurrent
+dropout in eval mode. Everything else (the other LSTM variants, GRU reset_after=False,
+zoneout, recurrent dropout while training, the hidden-state trace of diagnostics) runs the
+cell's step through tg.scan. `layer.fast = False` picks the composed path always, and
+`fast="scan"` scan always; tests/nn/test_fast_path.py proves they give the same numbers.
 """
 
 from __future__ import annotations

@@ -79,15 +79,17 @@ class RNNBase(Module):
     always the cell's equations in cells.py, wrapped by `_sequence_step`.
       fast=True (default): `tg.scan` records the step once and replays it over all steps as
           one graph node (BPTT from the graph, without a graph node per op and step). The
-          plain RNN, LSTM (with or without proj_size) and PyTorch's GRU run instead as one
-          fused node with a hand-written BPTT (nn/fast_path.py, ops/fused.py), which is
-          faster still for them at small sizes (docs/design.md has the numbers).
+          plain RNN, LSTM (with or without proj_size), PyTorch's GRU and the layer-normalised
+          LSTM run instead as one fused node with a hand-written BPTT (nn/fast_path.py,
+          ops/fused.py), which is faster still for them (docs/design.md has the numbers).
       fast="scan": `tg.scan` for every cell, the plain ones included.
       fast=False: the composed per-step graph, a Python loop over the step (`tg.scan_loop`):
           the reference the other two are tested against.
     remat=True: the scan keeps only the state of each step and recomputes the rest in
-    backward (gradient checkpointing per step: less memory, about one more forward). Worth
-    it with layer_norm=True, which otherwise keeps about twice the plain LSTM's memory.
+    backward (gradient checkpointing per step: less memory, about one more forward); the
+    fused layer-normalised LSTM keeps its normalised recurrent terms for a few steps at a
+    time only and makes them again in backward (about the plain LSTM's memory, instead of
+    1.35x). The other fused cells ignore it (with fast="scan" they get scan's remat).
     Sequences shorter than SCAN_MIN_STEPS (4) run the loop in Python whatever `fast` says
     (sampling one step at a time, say): the same numbers, without the cost of recording.
     """
