@@ -378,6 +378,18 @@ class LSTMLayer(_SequenceOp):
 # --------------------------------------------------------------------------- layer-normalised LSTM
 
 
+def _row_dot(xp, a, b, out=None):
+    """sum(a * b) over the last axis of (rows, n) arrays, as (rows, 1): one `vecdot` with
+    NumPy, an einsum with CuPy (out: where to write it)."""
+    if xp is np:
+        return np.vecdot(a, b, keepdims=True, out=out)
+    result = xp.einsum("ij,ij->i", a, b)[:, None]
+    if out is None:
+        return result
+    xp.copyto(out, result)
+    return out
+
+
 class _RowNorm:
     """Layer normalisation over the last axis of (rows, n) arrays, forward and backward, on
     preallocated outputs: the arithmetic of ops.LayerNorm for the fused loops.
@@ -392,16 +404,6 @@ class _RowNorm:
         self.averager = xp.full((n, 1), 1.0 / n, dtype=dtype)
         self.n_eps, self.sqrt_n, self.inv_n = n * eps, float(n) ** 0.5, 1.0 / n
 
-    def _row_dot(self, a, b, out=None):
-        """sum(a * b) over the last axis, as (rows, 1)."""
-        if self.xp is np:
-            return np.vecdot(a, b, keepdims=True, out=out)
-        result = self.xp.einsum("ij,ij->i", a, b)[:, None]
-        if out is None:
-            return result
-        self.xp.copyto(out, result)
-        return out
-
     def forward(self, a, out, inv_std=None, mean=None):
         """out = (a - mean) * inv_std (out may be a); returns inv_std (rows, 1). inv_std and
         mean: (rows, 1) arrays to write them to (new ones when None)."""
@@ -412,7 +414,7 @@ class _RowNorm:
     def scale(self, centered, out, inv_std=None):
         """out = centered * inv_std for rows of mean zero (out may be centered)."""
         xp = self.xp
-        inv_std = self._row_dot(centered, centered, out=inv_std)
+        inv_std = _row_dot(xp, centered, centered, out=inv_std)
         xp.add(inv_std, self.n_eps, out=inv_std)
         xp.sqrt(inv_std, out=inv_std)
         xp.divide(self.sqrt_n, inv_std, out=inv_std)
@@ -428,7 +430,7 @@ class _RowNorm:
         xp = self.xp
         scratch = xhat if scratch is None else scratch
         mean_dxhat = xp.matmul(dxhat, self.averager) if centre else None
-        mean_product = self._row_dot(dxhat, xhat)
+        mean_product = _row_dot(xp, dxhat, xhat)
         xp.multiply(mean_product, self.inv_n, out=mean_product)
         xp.multiply(xhat, mean_product, out=scratch)
         xp.subtract(dxhat, scratch, out=out)
@@ -528,10 +530,11 @@ class _LayerNormLSTMMath(_LSTMMath):
         self.norm_hh.backward(dxhat, xhat, self.inv_std_hh[t], out=xhat, centre=False)
         return xhat
 
-    def bind(self, outputs, h0, W_hh_T, reverse: bool):
-        """The layer's outputs y (T, B, P), h0, the centred W_hh^T and the direction: what
+    def bind(self, outputs, h0, W_hh, reverse: bool):
+        """The layer's outputs y (T, B, P), h0, the centred W_hh and the direction: what
         backward needs to make a window's xhat_hh again and its share of dW_hh."""
-        self.outputs, self.h0, self.W_hh_T, self.reverse = outputs, h0, W_hh_T, reverse
+        self.outputs, self.h0, self.W_hh, self.reverse = outputs, h0, W_hh, reverse
+        self.W_hh_T = None  # made on the first refill: only remat needs it
 
     def _previous(self, lo: int, hi: int):
         """[(first step, h_{t-1} of the steps from there on (n, B, P))] for the steps
@@ -548,6 +551,8 @@ class _LayerNormLSTMMath(_LSTMMath):
     def _refill(self, t: int):
         """Make xhat_hh of the window of steps holding t again, from the outputs."""
         xp, G = self.xp, self.xhat_hh.shape[2]
+        if self.W_hh_T is None:
+            self.W_hh_T = _transposed(xp, self.W_hh)
         self.lo = t - t % self.window
         self.hi = min(self.lo + self.window, self.steps)
         for start, h_prev in self._previous(self.lo, self.hi):
@@ -613,7 +618,7 @@ class LayerNormLSTMLayer(LSTMLayer):
     def _forward(self, x, h0, c0, W_ih, W_hh, *optional):
         outputs = super()._forward(x, h0, c0, W_ih, W_hh, *optional)
         math = self.saved[-1]
-        math.bind(self.saved[3], h0, _transposed(self.xp, centred_rows(W_hh)), self.reverse)
+        math.bind(self.saved[3], h0, centred_rows(W_hh), self.reverse)
         return outputs
 
     def _recurrent_weight(self, W_hh):
@@ -673,7 +678,7 @@ class LayerNormLSTMLayer(LSTMLayer):
         """
         xp = self.xp
         G, I = W_ih.shape
-        gain, s = self.arrays[-6], self.input_inv_std
+        gain, s = self._optional(self.arrays[5:])[3][0], self.input_inv_std
         W = centred_rows(W_ih)
         needs_dx = self.needs_input_grad[0]
         if 2 * I <= G:
@@ -681,7 +686,7 @@ class LayerNormLSTMLayer(LSTMLayer):
             N = dA.T @ xs
             dgain = xp.einsum("gi,gi->g", W, N)
             Q = dA @ (gain[:, None] * W)
-            m = _RowNorm(xp, I, x.dtype, self.eps)._row_dot(xs, Q)
+            m = _row_dot(xp, xs, Q)
             m *= 1.0 / G
             scratch = xp.multiply(xs, m)  # one (rows, I) array for both products
             dW_ih = gain[:, None] * N
