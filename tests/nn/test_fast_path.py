@@ -132,10 +132,10 @@ def test_unbatched_input(rng, kind):
     _assert_same(_run(layer, x, [], True), _run(layer, x, [], False))
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kind", ["lstm", "lstm_ln", "gru"])
 def test_learned_initial_state_and_inter_layer_dropout(rng, kind):
     layer = _layer(kind, num_layers=3, dropout=0.5, learn_initial_state=True)
-    for p in (layer.h_0,) + ((layer.c_0,) if kind == "lstm" else ()):
+    for p in (layer.h_0,) + ((layer.c_0,) if kind != "gru" else ()):
         p.data[...] = rng.standard_normal(p.shape)
     x, _ = _inputs(layer, rng)
     results = []
@@ -145,8 +145,9 @@ def test_learned_initial_state_and_inter_layer_dropout(rng, kind):
     _assert_same(*results)
 
 
-def test_recurrent_dropout_uses_the_fast_path_only_in_eval_mode(rng):
-    layer = _layer("lstm", recurrent_dropout=0.3)
+@pytest.mark.parametrize("kind", ["lstm", "lstm_ln"])
+def test_recurrent_dropout_uses_the_fast_path_only_in_eval_mode(rng, kind):
+    layer = _layer(kind, recurrent_dropout=0.3)
     assert not fast_path.applies(layer)
     layer.eval()
     assert fast_path.applies(layer)
