@@ -175,22 +175,25 @@ class _LSTMMath:
 
         c = f * c_prev + i * g;  tanh_c = tanh(c);  h = o * tanh_c.
         """
-        self.cell(gates, recurrent, c_prev, c)
-        self.xp.tanh(c, out=tanh_c)
-        self.xp.multiply(gates[:, 3 * self.H:], tanh_c, out=h)
+        xp = self.xp
+        o = self.cell(gates, recurrent, c_prev, c)
+        xp.tanh(c, out=tanh_c)
+        xp.multiply(o, tanh_c, out=h)
 
     def cell(self, gates, recurrent, c_prev, c):
-        """The gate activations (in place in gates) and the new cell c = f * c_prev + i * g."""
+        """The gate activations (in place in gates) and the new cell c = f * c_prev + i * g;
+        returns the output gate's activation (a view of gates)."""
         xp = self.xp
         xp.add(gates, recurrent, out=gates)
         xp.multiply(gates, self.scale, out=gates)
         xp.tanh(gates, out=gates)
         xp.multiply(gates, self.scale, out=gates)
         xp.add(gates, self.offset, out=gates)
-        i, f, g, _ = self._split(gates)
+        i, f, g, o = self._split(gates)
         xp.multiply(f, c_prev, out=c)
         xp.multiply(i, g, out=self.tmp)
         xp.add(c, self.tmp, out=c)
+        return o
 
     def backward(self, t, gates, c_prev, c, tanh_c, dh, dc):
         """gates (B, 4H): activations in, grads of the pre-activations [i, f, g, o] out.
@@ -200,35 +203,34 @@ class _LSTMMath:
         Each activation is read before its slot is overwritten by its gradient.
         """
         xp, tmp = self.xp, self.tmp
-        self.activation_derivative(gates)
-        self.output_backward(gates, tanh_c, dh, tmp)  # h = o * tanh(c): d tanh's input
+        gate_views = self.output_backward(gates, tanh_c, dh, tmp)  # h = o * tanh(c)
         xp.add(dc, tmp, out=dc)
-        self.cell_backward(gates, c_prev, dc)
+        self.cell_backward(gates, gate_views, c_prev, dc)
         return gates
 
-    def activation_derivative(self, gates):
-        """Keep the derivatives of the activations, while they are still there: sigmoid' =
-        s (1 - s), tanh' = (1 - g) (1 + g); both are (1 - a) (a + q), q = 1 on g, else 0."""
-        xp, derivative = self.xp, self.derivative
+    def output_backward(self, gates, tanh_out, dh, out):
+        """h = o * tanh_out: do (written over o) and the gradient of tanh's input (to out).
+        First keeps the derivatives of the activations, while they are still there (for
+        `cell_backward`): sigmoid' = s (1 - s), tanh' = (1 - g) (1 + g); both are
+        (1 - a) (a + q), q = 1 on g, else 0. Returns the gates' views [i, f, g, o]."""
+        xp, tmp, tmp2, derivative = self.xp, self.tmp, self.tmp2, self.derivative
         xp.subtract(self.one, gates, out=derivative)
         xp.add(gates, self.tanh_column, out=self.tmp_gates)
         xp.multiply(derivative, self.tmp_gates, out=derivative)
-
-    def output_backward(self, gates, tanh_out, dh, out):
-        """h = o * tanh_out: do (written over o) and the gradient of tanh's input (to out)."""
-        xp, tmp, tmp2 = self.xp, self.tmp, self.tmp2
-        o = gates[:, 3 * self.H:]
+        gate_views = self._split(gates)
+        o = gate_views[3]
         xp.multiply(dh, tanh_out, out=tmp2)        # do = dh * tanh(.)
         xp.multiply(tmp2, tanh_out, out=tmp)       # d(.) = dh * o * (1 - tanh(.)^2)
         xp.subtract(dh, tmp, out=tmp)
         xp.multiply(tmp, o, out=out)
         xp.copyto(o, tmp2)
+        return gate_views
 
-    def cell_backward(self, gates, c_prev, dc):
+    def cell_backward(self, gates, gate_views, c_prev, dc):
         """dc: the full gradient of this step's c in, c_prev's out; gates: the grads of the
-        pre-activations out (the activation derivatives kept by `activation_derivative`)."""
+        pre-activations out (the derivatives kept by `output_backward`)."""
         xp, tmp, derivative = self.xp, self.tmp, self.derivative
-        i, f, g, _ = self._split(gates)
+        i, f, g, _ = gate_views
         xp.multiply(dc, i, out=tmp)                # c = f * c_prev + i * g: dg = dc * i,
         xp.multiply(dc, g, out=i)                  # di = dc * g,
         xp.copyto(g, tmp)
@@ -492,10 +494,10 @@ class _LayerNormLSTMMath(_LSTMMath):
         xp, xhat = self.xp, self.xhat_hh[t % self.window]
         self.norm_hh.scale(recurrent, xhat, self.inv_std_hh[t])
         xp.multiply(xhat, self.gain_hh, out=recurrent)
-        self.cell(gates, recurrent, c_prev, c)
+        o = self.cell(gates, recurrent, c_prev, c)
         self.norm_c.forward(c, tanh_c, self.inv_std_c[t], self.mean_c[t])
         self._cell_output(tanh_c, tanh_c)
-        xp.multiply(gates[:, 3 * self.H:], tanh_c, out=h)
+        xp.multiply(o, tanh_c, out=h)
 
     def _cell_output(self, chat, out):
         """out = tanh(LN(c)) from the normalised c (out may be chat)."""
@@ -509,17 +511,16 @@ class _LayerNormLSTMMath(_LSTMMath):
         xhat_hh's slot). Leaves dLN(c) * LN(c) before the gain (d gain_c's terms) in c."""
         xp, tmp, tmp2 = self.xp, self.tmp, self.tmp2
         inv_std_c = self.inv_std_c[t]
-        self.activation_derivative(gates)
         xp.subtract(c, self.mean_c[t], out=c)           # c -> its normalised form
         xp.multiply(c, inv_std_c, out=c)
         self._cell_output(c, tanh_c)
-        self.output_backward(gates, tanh_c, dh, tanh_c)  # h = o * tanh(LN(c)): dLN(c)
+        gate_views = self.output_backward(gates, tanh_c, dh, tanh_c)  # dLN(c)
         xp.add(self.grad_bias_c, tanh_c, out=self.grad_bias_c)
         xp.multiply(tanh_c, self.gain_c, out=tmp)
         self.norm_c.backward(tmp, c, inv_std_c, out=tmp, scratch=tmp2)
         xp.multiply(c, tanh_c, out=c)                   # d gain_c's terms
         xp.add(dc, tmp, out=dc)
-        self.cell_backward(gates, c_prev, dc)
+        self.cell_backward(gates, gate_views, c_prev, dc)
         if not self.lo <= t < self.hi:
             self.flush()
             self._refill(t)
