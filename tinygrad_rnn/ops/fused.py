@@ -17,11 +17,13 @@ hand-written NumPy LSTM does it:
 One node per sequence rather than one per step: the per-step cell math is the loop inside it,
 and owning the whole loop is what lets the weight gradients of all steps be one GEMM each.
 The layers (nn/recurrent.py, `fast=True`) use these ops for the plain RNN, LSTM (with or
-without projection) and GRU, and tests/nn/test_fast_path.py proves they give the composed
-path's outputs and gradients.
+without projection) and GRU, and for the layer-normalised LSTM (`LayerNormLSTMLayer`, an
+LSTMLayer with the norms in its step math), and tests/nn/test_fast_path.py proves they give
+the composed path's outputs and gradients.
 
-The per-step gate math is a small object (`_LSTMMath`, `_GRUMath`) with one body for NumPy
-and CuPy; on the GPU the same steps run as fused elementwise kernels (fused_cuda.py).
+The per-step gate math is a small object (`_LSTMMath`, `_GRUMath`, `_LayerNormLSTMMath`) with
+one body for NumPy and CuPy; on the GPU the plain cells' steps run as fused elementwise
+kernels (fused_cuda.py).
 
 Sigmoids are computed as (1 + tanh(a/2)) / 2 (as ops.Sigmoid does): no overflow, and it lets
 one tanh call serve all four LSTM gates (per-column scale and offset pick sigmoid or tanh).
