@@ -652,7 +652,9 @@ class LayerNormLSTMLayer(LSTMLayer):
         dW_hh = math.grad_W_hh
         dW_hh -= dW_hh.mean(axis=0)
         grad_gain_hh = math.grad_gain_hh.sum(axis=0)
-        math.xhat_hh = None  # (T, B, 4H) no longer needed: free it before the input's norm
+        # the normalised recurrent terms (T, B, 4H without remat) and the weights that made
+        # them are no longer needed: free them before the input's norm
+        math.xhat_hh = math.W_hh = math.W_hh_T = None
         dx, dW_ih, dgain_ih = self._input_norm_grads(flat, x.reshape(T * B, -1), W_ih)
         # d gain_c's terms are in the slots of the steps' c (all but c0, the c_prev of the
         # first visited step)
