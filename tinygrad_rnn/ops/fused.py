@@ -604,7 +604,8 @@ class LayerNormLSTMLayer(LSTMLayer):
     CuPy the same array code runs.
     """
 
-    # elements of the input's gates normalised at a time in backward: a few MiB of float32
+    # elements (a few MiB of float32) of the input's gates normalised at a time in backward
+    # when I > 2H, and of the normalised recurrent terms kept at a time with remat=True
     CHUNK_ELEMENTS = 2 ** 19
 
     def __init__(self, reverse: bool = False, bias: bool = True, proj: bool = False,
@@ -666,7 +667,7 @@ class LayerNormLSTMLayer(LSTMLayer):
 
     def _input_norm_grads(self, dA, x, W_ih):
         """(dx, dW_ih, d gain_ih) of A = LN(x W_ih^T) * gain_ih + bias, from dA (rows, 4H)
-        (overwritten); x: (rows, I).
+        (overwritten when I > 2H); x: (rows, I).
 
         With W the row-centred W_ih, xhat = s * (x W^T) (s: each row's 1/std, kept from
         forward), dxhat = dA * gain and m = mean(dxhat * xhat) per row, the norm's backward
