@@ -39,6 +39,7 @@ import numpy as np
 from .. import backend
 from . import fused_cuda
 from .function import Function
+from .normalization import row_dot
 
 
 def _steps(length: int, reverse: bool) -> range:
@@ -382,25 +383,13 @@ class LSTMLayer(_SequenceOp):
 # --------------------------------------------------------------------------- layer-normalised LSTM
 
 
-def _row_dot(xp, a, b, out=None):
-    """sum(a * b) over the last axis of (rows, n) arrays, as (rows, 1): one `vecdot` with
-    NumPy, an einsum with CuPy (out: where to write it)."""
-    if xp is np:
-        return np.vecdot(a, b, keepdims=True, out=out)
-    result = xp.einsum("ij,ij->i", a, b)[:, None]
-    if out is None:
-        return result
-    xp.copyto(out, result)
-    return out
-
-
 class _RowNorm:
     """Layer normalisation over the last axis of (rows, n) arrays, forward and backward, on
     preallocated outputs: the arithmetic of ops.LayerNorm for the fused loops.
 
-    Row means are a product with a (n, 1) vector of 1/n; sums of products are one `vecdot`
-    per call (an einsum on CuPy). inv_std = 1 / sqrt(var + eps) is computed as
-    sqrt(n) / sqrt(sum of squares + n eps): three calls on a (rows, 1) vector.
+    Row means are a product with a (n, 1) vector of 1/n; sums of products are one
+    `ops.normalization.row_dot` per call, as in ops.LayerNorm. inv_std = 1 / sqrt(var + eps)
+    is computed as sqrt(n) / sqrt(sum of squares + n eps): three calls on a (rows, 1) vector.
     """
 
     def __init__(self, xp, n: int, dtype, eps: float):
@@ -418,7 +407,7 @@ class _RowNorm:
     def scale(self, centered, out, inv_std=None):
         """out = centered * inv_std for rows of mean zero (out may be centered)."""
         xp = self.xp
-        inv_std = _row_dot(xp, centered, centered, out=inv_std)
+        inv_std = row_dot(xp, centered, centered, out=inv_std)
         xp.add(inv_std, self.n_eps, out=inv_std)
         xp.sqrt(inv_std, out=inv_std)
         xp.divide(self.sqrt_n, inv_std, out=inv_std)
@@ -434,7 +423,7 @@ class _RowNorm:
         xp = self.xp
         scratch = xhat if scratch is None else scratch
         mean_dxhat = xp.matmul(dxhat, self.averager) if centre else None
-        mean_product = _row_dot(xp, dxhat, xhat)
+        mean_product = row_dot(xp, dxhat, xhat)
         xp.multiply(mean_product, self.inv_n, out=mean_product)
         xp.multiply(xhat, mean_product, out=scratch)
         xp.subtract(dxhat, scratch, out=out)
@@ -692,7 +681,7 @@ class LayerNormLSTMLayer(LSTMLayer):
             N = dA.T @ xs
             dgain = xp.einsum("gi,gi->g", W, N)
             Q = dA @ (gain[:, None] * W)
-            m = _row_dot(xp, xs, Q)
+            m = row_dot(xp, xs, Q)
             m *= 1.0 / G
             scratch = xp.multiply(xs, m)  # one (rows, I) array for both products
             dW_ih = gain[:, None] * N

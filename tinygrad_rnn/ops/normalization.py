@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .function import Function
 
 # From this many rows on, backward returns the affine gradients summed over the rows (one
 # read of dy and xhat, no (rows, n) arrays); below, one call per gradient costs more than
 # the engine's sum of the broadcast-shaped ones
 _REDUCE_ROWS = 64
+
+
+def row_dot(xp, a, b, out=None):
+    """sum(a * b) over the last axis of (rows, n) arrays, as (rows, 1): one `vecdot` with
+    NumPy (twice as fast as an einsum), an einsum with CuPy (out: where to write it)."""
+    if xp is np:
+        return np.vecdot(a, b, keepdims=True, out=out)
+    result = xp.einsum("ij,ij->i", a, b)[:, None]
+    if out is None:
+        return result
+    xp.copyto(out, result)
+    return out
 
 
 class LayerNorm(Function):
@@ -27,9 +41,8 @@ class LayerNorm(Function):
     multiplied by weight, and dweight = dy * xhat, dbias = dy.
 
     Over the last axis alone (the common case) x is seen as (rows, n): the row means are one
-    matrix-vector product with a vector of 1/n and the means of products one `vecdot` (an
-    einsum where the array library has no vecdot), far faster than NumPy's reductions along
-    the last axis.
+    matrix-vector product with a vector of 1/n and the means of products one `row_dot`,
+    far faster than NumPy's reductions along the last axis.
     """
 
     averager = None  # (n,) vector of 1/n for the row means over the last axis, kept from last call
@@ -95,8 +108,7 @@ class LayerNorm(Function):
     def _mean_of_product(self, a, b):
         """mean(a * b) over the normalised axes, kept as an axis of size 1 (a fresh array)."""
         if self.rows:
-            vecdot = getattr(self.xp, "vecdot", None)
-            m = vecdot(a, b) if vecdot is not None else self.xp.einsum("ij,ij->i", a, b)
+            m = row_dot(self.xp, a, b)
             m *= self.inv_count
-            return m[:, None]
+            return m
         return (a * b).sum(axis=self.axes, keepdims=True) * self.inv_count
