@@ -311,7 +311,8 @@ class LSTMLayer(_SequenceOp):
         h_cell = xp.empty((T, B, H), dtype=dtype) if self.proj else y  # h before projection
         recurrent = xp.empty((B, 4 * H), dtype=dtype)
         cells[T if reverse else 0] = c0
-        h_prev, W_hh_T = h0, _transposed(xp, self._recurrent_weight(W_hh))
+        W_rec = self._recurrent_weight(W_hh)
+        h_prev, W_hh_T = h0, _transposed(xp, W_rec)
         for t in _steps(T, reverse):
             new, prev = (t, t + 1) if reverse else (t + 1, t)
             xp.matmul(h_prev, W_hh_T, out=recurrent)
@@ -320,7 +321,7 @@ class LSTMLayer(_SequenceOp):
             if W_hr is not None:
                 xp.matmul(h_cell[t], W_hr.T, out=y[t])
             h_prev = y[t]
-        self.saved = (gates, cells, tanh_c, y, h_cell, math)
+        self.saved = (gates, cells, tanh_c, y, h_cell, math, W_rec)
         if self.last is not None:  # cells[t + 1] is the c of step t
             return y, self._at_last(y), self._at_last(cells, 1)
         return y, h_prev.copy(), cells[0 if reverse else T].copy()
@@ -330,13 +331,12 @@ class LSTMLayer(_SequenceOp):
         xp, reverse = self.xp, self.reverse
         if self.saved is None:  # a second backward: the first one used up the activations
             self._forward(*self.arrays)
-        x, h0, _, W_ih, W_hh, *optional = self.arrays
+        x, h0, _, W_ih, _, *optional = self.arrays
         W_hr = self._optional(optional)[2]
-        gates, cells, tanh_c, y, h_cell, math = self.saved
+        gates, cells, tanh_c, y, h_cell, math, W_rec = self.saved
         self.saved = None
         T, B, P = y.shape
         H = cells.shape[2]
-        W_hh = self._recurrent_weight(W_hh)
         dh = self._final_grad(dh_last, h0)
         dc = self._final_grad(dc_last, cells[0])
         endings = self._endings()
@@ -359,7 +359,7 @@ class LSTMLayer(_SequenceOp):
             # (no name kept for the gradient math.backward returns: it may be a view of an
             # array that _weight_grads frees)
             xp.matmul(math.backward(t, gates[t], cells[prev], cells[new], tanh_c[t], dh_cell,
-                                    dc), W_hh, out=dh)
+                                    dc), W_rec, out=dh)
         # gates now holds the gradients of the pre-activations
         dx, dW_ih, dW_hh, db, rest_grads = self._weight_grads(math, x, h0, W_ih, gates, cells,
                                                               tanh_c, y)
@@ -610,8 +610,8 @@ class LayerNormLSTMLayer(LSTMLayer):
 
     def _forward(self, x, h0, c0, W_ih, W_hh, *optional):
         outputs = super()._forward(x, h0, c0, W_ih, W_hh, *optional)
-        math = self.saved[-1]
-        math.bind(self.saved[3], h0, centred_rows(W_hh), self.reverse)
+        _, _, _, y, _, math, W_centred = self.saved
+        math.bind(y, h0, W_centred, self.reverse)
         return outputs
 
     def _recurrent_weight(self, W_hh):
@@ -625,10 +625,12 @@ class LayerNormLSTMLayer(LSTMLayer):
         bias = bias_ih + bias_hh
         if b_ih is not None:
             bias += b_ih + b_hh
-        gates = _input_projection(self.xp, x, centred_rows(W_ih), None)
+        W_centred = centred_rows(W_ih)
+        gates = _input_projection(self.xp, x, W_centred, None)
         rows = gates.reshape(-1, gates.shape[2])
+        inv_std = _RowNorm(self.xp, rows.shape[1], x.dtype, self.eps).scale(rows, rows)
         # kept for backward, which does not keep the normalised rows (T * B numbers)
-        self.input_inv_std = _RowNorm(self.xp, rows.shape[1], x.dtype, self.eps).scale(rows, rows)
+        self.input_norm = W_centred, inv_std
         rows *= gain_ih
         rows += bias
         return gates
@@ -645,7 +647,7 @@ class LayerNormLSTMLayer(LSTMLayer):
         # the normalised recurrent terms (T, B, 4H without remat) and the weights that made
         # them are no longer needed: free them before the input's norm
         math.xhat_hh = math.W_hh = math.W_hh_T = None
-        dx, dW_ih, dgain_ih = self._input_norm_grads(flat, x.reshape(T * B, -1), W_ih)
+        dx, dW_ih, dgain_ih = self._input_norm_grads(flat, x.reshape(T * B, -1))
         # d gain_c's terms are in the slots of the steps' c (all but c0, the c_prev of the
         # first visited step)
         gain_c_terms = (cells[:-1] if self.reverse else cells[1:]).reshape(T * B, H)
@@ -654,14 +656,14 @@ class LayerNormLSTMLayer(LSTMLayer):
         return (None if dx is None else dx.reshape(x.shape), dW_ih, dW_hh,
                 db if self.bias else None, rest_grads)
 
-    def _input_norm_grads(self, dA, x, W_ih):
+    def _input_norm_grads(self, dA, x):
         """(dx, dW_ih, d gain_ih) of A = LN(x W_ih^T) * gain_ih + bias, from dA (rows, 4H)
         (overwritten when I > 2H); x: (rows, I).
 
-        With W the row-centred W_ih, xhat = s * (x W^T) (s: each row's 1/std, kept from
-        forward), dxhat = dA * gain and m = mean(dxhat * xhat) per row, the norm's backward
-        without its mean is v = s * (dxhat - m * xhat); then dx = v W, dW_ih = v^T x less its
-        rows' mean, d gain = sum(dA * xhat). Written out with xs = s * x, these need xhat
+        With W the row-centred W_ih and s each row's 1/std (both kept from forward),
+        xhat = s * (x W^T), dxhat = dA * gain and m = mean(dxhat * xhat) per row, the norm's
+        backward without its mean is v = s * (dxhat - m * xhat); then dx = v W, dW_ih = v^T x
+        less its rows' mean, d gain = sum(dA * xhat). Written out with xs = s * x, these need xhat
         only through I x I products:
 
             d gain = rowsum(W * (dA^T xs)),   Q = dA (gain * W),   m = rowdot(xs, Q) / 4H,
@@ -672,9 +674,9 @@ class LayerNormLSTMLayer(LSTMLayer):
         a chunk of rows at a time.
         """
         xp = self.xp
-        G, I = W_ih.shape
-        gain, s = self._optional(self.arrays[5:])[3][0], self.input_inv_std
-        W = centred_rows(W_ih)
+        gain = self._optional(self.arrays[5:])[3][0]
+        W, s = self.input_norm
+        G, I = W.shape
         needs_dx = self.needs_input_grad[0]
         if 2 * I <= G:
             xs = x * s
@@ -707,7 +709,7 @@ class LayerNormLSTMLayer(LSTMLayer):
                 norm.backward(dxhat, xhat, s[rows], out=dxhat, centre=False)
             dx = dA @ W if needs_dx else None
             dW_ih = dA.T @ x
-        self.input_inv_std = None
+        self.input_norm = None
         dW_ih -= dW_ih.mean(axis=0)
         return dx, dW_ih, dgain
 
