@@ -89,7 +89,7 @@ class RNNBase(Module):
     backward (gradient checkpointing per step: less memory, about one more forward); the
     fused layer-normalised LSTM keeps its normalised recurrent terms for a few steps at a
     time only and makes them again in backward (about the plain LSTM's memory, instead of
-    1.35x, for about 1.16x the time). The other fused cells ignore it (with fast="scan"
+    1.34x, for about 1.16x the time). The other fused cells ignore it (with fast="scan"
     they get scan's remat).
     Sequences shorter than SCAN_MIN_STEPS (4) run the loop in Python whatever `fast` says
     (sampling one step at a time, say): the same numbers, without the cost of recording.
